@@ -1,0 +1,28 @@
+"""A registered contact (RFC 3261 §10): the value shared by the registrar,
+the routing planner and the store."""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+
+@frozen(kw_only=True)
+class Binding:
+    """One contact of one user, with where its REGISTER came from.
+
+    ``source`` and ``transport`` are the address and transport the REGISTER
+    arrived from (RFC 3581 rport); requests to the contact go there, so a
+    phone behind NAT or on a TCP connection stays reachable.
+    """
+
+    user: str
+    contact: str  # the Contact URI as the phone wrote it, without < >
+    source_host: str
+    source_port: int
+    transport: str  # "udp" | "tcp"
+    expires_at: float  # wall-clock seconds since the epoch
+    q: float = 1.0
+    call_id: str = ""
+    cseq: int = 0
+    user_agent: str = ""
+    registered_at: float = 0.0
