@@ -1,0 +1,270 @@
+"""The default binding store: one SQLite file under ``data_dir``.
+
+Durability: WAL journal with ``synchronous=FULL``, and every ``save`` /
+``drop`` is its own committed transaction before it returns, so a binding
+the registrar acknowledged survives ``kill -9`` of the proxy (and, with FULL,
+a power cut). Several processes may share the file (workers): WAL lets
+readers run beside the one writer, ``busy_timeout`` makes a writer wait for
+another instead of failing, and writes take the lock up front (``BEGIN
+IMMEDIATE``) so two writers never deadlock upgrading a read lock.
+
+Change feed (``ChangeFeed``): every row carries the store-wide ``version`` of
+the write that last touched it; a drop leaves a tombstone row with its
+version, so another process can ask ``changes_since(v)`` instead of reloading
+everything. Tombstones beyond the newest ``tombstone_limit`` are pruned; a
+reader that fell further behind gets ``complete=False`` and reloads.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from sipfork.bindings import Binding
+from sipfork.store.base import Changes
+
+FILENAME = "registrations.sqlite3"
+"""The file's name inside ``[proxy] data_dir`` (a suggestion for the shell)."""
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bindings (
+    user          TEXT    NOT NULL,
+    contact       TEXT    NOT NULL,
+    source_host   TEXT    NOT NULL,
+    source_port   INTEGER NOT NULL,
+    transport     TEXT    NOT NULL,
+    expires_at    REAL    NOT NULL,
+    q             REAL    NOT NULL,
+    call_id       TEXT    NOT NULL,
+    cseq          INTEGER NOT NULL,
+    user_agent    TEXT    NOT NULL,
+    registered_at REAL    NOT NULL,
+    version       INTEGER NOT NULL,
+    dropped       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, contact)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bindings_version ON bindings (version);
+CREATE INDEX IF NOT EXISTS bindings_tombstones ON bindings (dropped, version);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0), ('pruned', 0);
+"""
+
+_COLUMNS = (
+    "user, contact, source_host, source_port, transport, expires_at, q,"
+    " call_id, cseq, user_agent, registered_at"
+)
+
+
+def _binding(row: tuple) -> Binding:
+    (user, contact, source_host, source_port, transport, expires_at, q,
+     call_id, cseq, user_agent, registered_at) = row
+    return Binding(
+        user=user,
+        contact=contact,
+        source_host=source_host,
+        source_port=source_port,
+        transport=transport,
+        expires_at=expires_at,
+        q=q,
+        call_id=call_id,
+        cseq=cseq,
+        user_agent=user_agent,
+        registered_at=registered_at,
+    )
+
+
+class SqliteStore:
+    """``BindingStore`` and ``ChangeFeed`` on a SQLite file.
+
+    The parent directory is created if missing. One connection per instance;
+    calls from several threads are serialised by a lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        tombstone_limit: int = 1000,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tombstone_limit = tombstone_limit
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = sqlite3.connect(
+            self.path,
+            timeout=busy_timeout,
+            isolation_level=None,  # we issue BEGIN / COMMIT ourselves
+            check_same_thread=False,
+        )
+        connection = self._connection
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"{self.path}: cannot use WAL journal (got {mode})")
+        connection.execute("PRAGMA synchronous = FULL")
+        with self._write() as cursor:
+            found = cursor.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"{self.path}: schema version {found} is newer than this sipfork ({SCHEMA_VERSION})"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cursor.execute(statement)
+            cursor.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- BindingStore ---------------------------------------------------
+
+    def load(self) -> list[Binding]:
+        with self._lock:
+            rows = self._db().execute(
+                f"SELECT {_COLUMNS} FROM bindings WHERE dropped = 0 ORDER BY user, version"
+            ).fetchall()
+        return [_binding(row) for row in rows]
+
+    def save(self, binding: Binding) -> None:
+        with self._write() as cursor:
+            version = self._next_version(cursor)
+            cursor.execute(
+                f"INSERT OR REPLACE INTO bindings ({_COLUMNS}, version, dropped)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    binding.user,
+                    binding.contact,
+                    binding.source_host,
+                    binding.source_port,
+                    binding.transport,
+                    binding.expires_at,
+                    binding.q,
+                    binding.call_id,
+                    binding.cseq,
+                    binding.user_agent,
+                    binding.registered_at,
+                    version,
+                ),
+            )
+
+    def drop(self, user: str, contact: str) -> None:
+        with self._write() as cursor:
+            exists = cursor.execute(
+                "SELECT 1 FROM bindings WHERE user = ? AND contact = ? AND dropped = 0",
+                (user, contact),
+            ).fetchone()
+            if exists is None:
+                return
+            version = self._next_version(cursor)
+            cursor.execute(
+                "UPDATE bindings SET dropped = 1, version = ? WHERE user = ? AND contact = ?",
+                (version, user, contact),
+            )
+            self._prune_tombstones(cursor)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    # -- ChangeFeed -----------------------------------------------------
+
+    def version(self) -> int:
+        """The version of the latest write. Read it *before* ``load()``:
+        ``changes_since`` then replays anything ``load`` may already hold,
+        which is harmless (saves replace, drops remove)."""
+        with self._lock:
+            return self._meta(self._db().cursor(), "version")
+
+    def changes_since(self, version: int) -> Changes:
+        with self._lock:
+            cursor = self._db().cursor()
+            cursor.execute("BEGIN")  # one snapshot for all three reads
+            try:
+                current = self._meta(cursor, "version")
+                pruned = self._meta(cursor, "pruned")
+                rows = cursor.execute(
+                    f"SELECT {_COLUMNS}, dropped FROM bindings WHERE version > ? ORDER BY version",
+                    (version,),
+                ).fetchall()
+            finally:
+                cursor.execute("COMMIT")
+        saved = tuple(_binding(row[:-1]) for row in rows if not row[-1])
+        dropped = tuple((row[0], row[1]) for row in rows if row[-1])
+        return Changes(version=current, saved=saved, dropped=dropped, complete=version >= pruned)
+
+    # -- helpers --------------------------------------------------------
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise sqlite3.ProgrammingError(f"{self.path}: store is closed")
+        return self._connection
+
+    def _write(self) -> _WriteTransaction:
+        return _WriteTransaction(self)
+
+    @staticmethod
+    def _meta(cursor: sqlite3.Cursor, key: str) -> int:
+        return int(cursor.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+    @staticmethod
+    def _next_version(cursor: sqlite3.Cursor) -> int:
+        return int(
+            cursor.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value"
+            ).fetchone()[0]
+        )
+
+    def _prune_tombstones(self, cursor: sqlite3.Cursor) -> None:
+        """Keep only the newest ``tombstone_limit`` tombstones; remember the
+        highest pruned version so a reader behind it knows to reload."""
+        row = cursor.execute(
+            "SELECT version FROM bindings WHERE dropped = 1 ORDER BY version DESC LIMIT 1 OFFSET ?",
+            (self._tombstone_limit,),
+        ).fetchone()
+        if row is None:
+            return
+        horizon = int(row[0])
+        cursor.execute("DELETE FROM bindings WHERE dropped = 1 AND version <= ?", (horizon,))
+        cursor.execute(
+            "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned'", (horizon,)
+        )
+
+
+class _WriteTransaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) under the lock."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._cursor: sqlite3.Cursor | None = None
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self._store._lock.acquire()
+        try:
+            cursor = self._store._db().cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._store._lock.release()
+            raise
+        self._cursor = cursor
+        return cursor
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        cursor = self._cursor
+        try:
+            if cursor is not None:
+                cursor.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._store._lock.release()

@@ -1,0 +1,196 @@
+"""The binding stores: save / drop / load, reopen, kill -9, change feed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sipfork.bindings import Binding
+from sipfork.store.base import BindingStore, ChangeFeed
+from sipfork.store.memory import MemoryStore
+from sipfork.store.sqlite import FILENAME, SqliteStore
+
+
+def binding(user: str = "alice", contact: str = "sip:alice@192.0.2.1:5062", **changes) -> Binding:
+    values = dict(
+        user=user,
+        contact=contact,
+        source_host="192.0.2.1",
+        source_port=5062,
+        transport="udp",
+        expires_at=1_700_003_600.25,
+        q=0.5,
+        call_id="call-1@192.0.2.1",
+        cseq=7,
+        user_agent="Phone/1.0",
+        registered_at=1_700_000_000.5,
+    )
+    values.update(changes)
+    return Binding(**values)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        made = MemoryStore()
+    else:
+        made = SqliteStore(tmp_path / FILENAME)
+    yield made
+    made.close()
+
+
+def test_implements_the_protocols(store):
+    assert isinstance(store, BindingStore)
+    assert isinstance(store, ChangeFeed)
+
+
+def test_save_load_drop(store):
+    first = binding()
+    second = binding(contact="sip:alice@192.0.2.2:5060", source_host="192.0.2.2", q=1.0)
+    other = binding(user="bob", contact="sip:bob@192.0.2.3")
+    for item in (first, second, other):
+        store.save(item)
+    assert sorted(store.load(), key=lambda b: (b.user, b.contact)) == sorted(
+        [first, second, other], key=lambda b: (b.user, b.contact)
+    )
+    store.drop("alice", first.contact)
+    store.drop("alice", "sip:never@registered")  # absent: no error
+    assert {(b.user, b.contact) for b in store.load()} == {
+        ("alice", second.contact),
+        ("bob", other.contact),
+    }
+
+
+def test_save_replaces_the_same_user_and_contact(store):
+    store.save(binding(cseq=1))
+    refreshed = binding(cseq=2, expires_at=1_700_007_200.0, source_port=40000, transport="tcp")
+    store.save(refreshed)
+    assert store.load() == [refreshed]
+
+
+def test_same_contact_for_two_users_is_two_bindings(store):
+    store.save(binding(user="alice", contact="sip:desk@192.0.2.9"))
+    store.save(binding(user="bob", contact="sip:desk@192.0.2.9"))
+    store.drop("alice", "sip:desk@192.0.2.9")
+    assert [(b.user, b.contact) for b in store.load()] == [("bob", "sip:desk@192.0.2.9")]
+
+
+def test_change_feed(store):
+    start = store.version()
+    store.save(binding(contact="sip:a@h"))
+    store.save(binding(contact="sip:b@h"))
+    middle = store.version()
+    store.drop("alice", "sip:a@h")
+    store.save(binding(contact="sip:c@h"))
+    changes = store.changes_since(start)
+    assert changes.complete
+    assert {b.contact for b in changes.saved} == {"sip:b@h", "sip:c@h"}
+    assert changes.dropped == (("alice", "sip:a@h"),)
+    assert changes.version == store.version() > middle
+    later = store.changes_since(middle)
+    assert [b.contact for b in later.saved] == ["sip:c@h"]
+    assert later.dropped == (("alice", "sip:a@h"),)
+    assert store.changes_since(store.version()).saved == ()
+
+
+def test_sqlite_survives_reopen(tmp_path):
+    path = tmp_path / "sub" / "dir" / FILENAME  # parent directories are created
+    saved = binding(contact="sip:alice@[2001:db8::1]:5060", source_host="2001:db8::1")
+    with SqliteStore(path) as store:
+        store.save(saved)
+        store.save(binding(contact="sip:gone@h"))
+        store.drop("alice", "sip:gone@h")
+        version = store.version()
+    with SqliteStore(path) as store:
+        assert store.load() == [saved]
+        assert store.version() == version
+
+
+def test_sqlite_uses_wal_and_full_sync(tmp_path):
+    with SqliteStore(tmp_path / FILENAME) as store:
+        connection = store._db()
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_sqlite_two_processes_share_the_file(tmp_path):
+    path = tmp_path / FILENAME
+    with SqliteStore(path) as writer, SqliteStore(path) as reader:
+        seen = reader.version()
+        writer.save(binding(contact="sip:one@h"))
+        changes = reader.changes_since(seen)
+        assert [b.contact for b in changes.saved] == ["sip:one@h"]
+        assert [b.contact for b in reader.load()] == ["sip:one@h"]
+        writer.drop("alice", "sip:one@h")
+        assert reader.changes_since(changes.version).dropped == (("alice", "sip:one@h"),)
+
+
+def test_sqlite_prunes_tombstones_and_says_so(tmp_path):
+    with SqliteStore(tmp_path / FILENAME, tombstone_limit=3) as store:
+        start = store.version()
+        for number in range(6):
+            store.save(binding(contact=f"sip:{number}@h"))
+            store.drop("alice", f"sip:{number}@h")
+        rows = store._db().execute("SELECT count(*) FROM bindings WHERE dropped = 1").fetchone()[0]
+        assert rows == 3
+        assert not store.changes_since(start).complete
+        recent = store.changes_since(store.version() - 2)
+        assert recent.complete
+        assert recent.dropped == (("alice", "sip:5@h"),)
+
+
+def test_sqlite_closed_store_refuses(tmp_path):
+    store = SqliteStore(tmp_path / FILENAME)
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(Exception):
+        store.save(binding())
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from sipfork.bindings import Binding
+    from sipfork.store.sqlite import SqliteStore
+    store = SqliteStore(sys.argv[1])
+    store.save(Binding(user="alice", contact="sip:alice@192.0.2.1:5062",
+                       source_host="192.0.2.1", source_port=5062, transport="udp",
+                       expires_at=2e9))
+    store.save(Binding(user="bob", contact="sip:bob@192.0.2.2", source_host="192.0.2.2",
+                       source_port=5060, transport="tcp", expires_at=2e9))
+    store.drop("bob", "sip:bob@192.0.2.2")
+    print("acknowledged", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_sqlite_acknowledged_binding_survives_kill_9(tmp_path):
+    path = tmp_path / FILENAME
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "acknowledged"
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    with SqliteStore(path) as store:
+        assert [(b.user, b.contact, b.transport) for b in store.load()] == [
+            ("alice", "sip:alice@192.0.2.1:5062", "udp")
+        ]
