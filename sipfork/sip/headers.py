@@ -1,0 +1,182 @@
+"""Typed views of the headers a proxy reads: Via, CSeq, Contact.
+
+Each is parsed only when first read (the message caches the result).
+Grammar: RFC 3261 §25.1; Via §20.42 with RFC 3581 ``rport``; CSeq §20.16;
+Contact §20.10.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from attrs import field, frozen
+
+from sipfork.sip.errors import RemoteProtocolError
+from sipfork.sip.grammar import (
+    DIGITS_RE,
+    LWS,
+    TOKEN_RE,
+    Params,
+    find_param,
+    format_host,
+    format_params,
+    has_param,
+    parse_params,
+    split_hostport,
+    split_outside,
+)
+from sipfork.sip.uri import NameAddr, parse_name_addr
+
+if TYPE_CHECKING:
+    from sipfork.sip.message import Message
+
+# sent-protocol = protocol-name SLASH protocol-version SLASH transport, then LWS sent-by.
+_SENT_PROTOCOL_RE = re.compile(
+    r"[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)"
+    r"[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]+"
+)
+
+
+@frozen(kw_only=True)
+class Via:
+    """One Via value (RFC 3261 §20.42, §18.2.2; RFC 3581).
+
+    ``branch``, ``received``, ``rport`` and ``has_rport`` are read from
+    ``params`` when the value is built; ``rport`` is None when the parameter is
+    absent or has no value (the client asks for it: ``has_rport`` is then True).
+    """
+
+    transport: str = "UDP"
+    host: str
+    port: int | None = None
+    params: Params = ()
+    branch: str | None = field(init=False, eq=False, repr=False)
+    received: str | None = field(init=False, eq=False, repr=False)
+    rport: int | None = field(init=False, eq=False, repr=False)
+    has_rport: bool = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        rport_text = find_param(self.params, "rport")
+        object.__setattr__(self, "branch", find_param(self.params, "branch"))
+        object.__setattr__(self, "received", find_param(self.params, "received"))
+        object.__setattr__(self, "has_rport", has_param(self.params, "rport"))
+        object.__setattr__(
+            self, "rport", int(rport_text) if rport_text is not None and rport_text.isdigit() else None
+        )
+
+    def param(self, name: str) -> str | None:
+        return find_param(self.params, name)
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        """``(host, port)`` as the sender wrote them."""
+        return self.host, self.port
+
+    def response_address(self) -> tuple[str, int]:
+        """Where a response to this Via goes (RFC 3261 §18.2.2, RFC 3581 §4).
+
+        ``received`` overrides the host and ``rport`` the port; without a port
+        the default is 5060 (SIP over UDP/TCP).
+        """
+        host = self.received or self.host
+        port = self.rport if self.rport is not None else self.port
+        return host, port if port is not None else 5060
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"SIP/2.0/{self.transport} {format_host(self.host)}{port}{format_params(self.params)}"
+
+
+def parse_via(text: str) -> Via:
+    """Parse one Via value (not a comma list: split it with ``header_values``)."""
+    match = _SENT_PROTOCOL_RE.match(text)
+    if match is None:
+        raise RemoteProtocolError(f"bad Via {text!r}")
+    name, version, transport = match.groups()
+    if name.upper() != "SIP" or version != "2.0":
+        raise RemoteProtocolError(f"bad Via protocol {text!r}")
+    rest = text[match.end() :]
+    sent_by, semi, param_text = rest.partition(";")
+    host, port = split_hostport(sent_by)
+    params = parse_params(param_text) if semi else ()
+    for key, value in params:
+        lowered = key.lower()
+        if lowered == "rport" and value is not None and (DIGITS_RE.fullmatch(value) is None or int(value) > 65535):
+            raise RemoteProtocolError(f"bad rport in Via {text!r}")
+        if lowered in ("branch", "received") and not value:
+            raise RemoteProtocolError(f"empty {key} in Via {text!r}")
+    return Via(transport=transport.upper(), host=host, port=port, params=params)
+
+
+def set_via_received(value: str, *, received: str | None, rport: int | None) -> str:
+    """Set ``received=`` and ``rport=`` on one Via value's text (RFC 3581 §4).
+
+    Existing parameters are replaced in place, missing ones appended; the
+    rest of the text is kept byte for byte, so edits and the builder agree.
+    """
+    if received is None and rport is None:
+        return value
+    stripped = value.rstrip(LWS)
+    trailing = value[len(stripped) :]
+    head, semi, param_text = stripped.partition(";")
+    parts = split_outside(param_text, ";") if semi else []
+    wanted = {"received": received, "rport": None if rport is None else str(rport)}
+    for index, part in enumerate(parts):
+        name = part.partition("=")[0].strip(LWS).lower()
+        if name in wanted and wanted[name] is not None:
+            parts[index] = f"{name}={wanted[name]}"
+            wanted[name] = None
+    parts.extend(f"{name}={new}" for name, new in wanted.items() if new is not None)
+    return head + "".join(";" + part for part in parts) + trailing
+
+
+@frozen(kw_only=True)
+class CSeq:
+    """The CSeq header (RFC 3261 §20.16): sequence number and method."""
+
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+def parse_cseq(text: str) -> CSeq:
+    """``1*DIGIT LWS Method``; the number must be below 2**31 (RFC 3261 §8.1.1.5)."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise RemoteProtocolError(f"bad CSeq {text!r}")
+    number, method = parts
+    if DIGITS_RE.fullmatch(number) is None or int(number) >= 2**31:
+        raise RemoteProtocolError(f"bad CSeq number {text!r}")
+    if TOKEN_RE.fullmatch(method) is None:
+        raise RemoteProtocolError(f"bad CSeq method {text!r}")
+    return CSeq(number=int(number), method=method)
+
+
+def parse_name_addrs(values: list[str]) -> list[NameAddr]:
+    """Parse each value of a Route/Record-Route/Contact-like list."""
+    return [parse_name_addr(value) for value in values]
+
+
+def parse_contacts(msg: Message) -> list[NameAddr] | Literal["*"]:
+    """The Contact values of ``msg`` (RFC 3261 §20.10, §10.2.2).
+
+    ``"*"`` (remove all bindings) must stand alone; ``expires`` and ``q`` are
+    header parameters of each NameAddr.
+    """
+    values = msg.header_values("contact")
+    if "*" in values:
+        if len(values) != 1:
+            raise RemoteProtocolError("Contact: * mixed with other contacts")
+        return "*"
+    return parse_name_addrs(values)
+
+
+def parse_expires(text: str) -> int:
+    """Delta-seconds (RFC 3261 §20.19); huge values are capped at 2**32-1 (§25.1)."""
+    text = text.strip(LWS)
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise RemoteProtocolError(f"bad delta-seconds {text!r}")
+    return min(int(text), 2**32 - 1)
