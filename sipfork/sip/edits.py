@@ -1,0 +1,197 @@
+"""Forwarding by editing the received bytes (RFC 3261 §16.6, §16.7 step 3).
+
+A proxy changes little in what it forwards: a Via on top, the Request-URI,
+Max-Forwards, the Route values it consumed, its Record-Route.  Rather than
+re-serialise the message, we compute every edit's position from the header
+index made while parsing and splice the bytes once.  Everything else
+(including the body and headers we never parsed) goes out as it came in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sipfork.sip.errors import LocalProtocolError, RemoteProtocolError
+from sipfork.sip.grammar import header_key, split_outside
+from sipfork.sip.headers import set_via_received
+from sipfork.sip.message import KEY, LINE_END, LINE_START, VALUE_END, VALUE_START, Field, Message, Request, Response
+
+CRLF = b"\r\n"
+# (start, end, replacement): an insertion has start == end.
+Edit = tuple[int, int, bytes]
+# Headers a forwarding proxy must never drop: the message would be broken.
+_UNDROPPABLE = frozenset({b"via", b"max-forwards", b"content-length", b"call-id", b"cseq", b"from", b"to"})
+_SPACE = b" \t\r\n"
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _line(name: str, value: str) -> bytes:
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+        raise LocalProtocolError(f"header {name!r} would break the message")
+    return _encode(f"{name}: {value}") + CRLF
+
+
+def value_spans(message: Message, field: Field) -> list[tuple[int, int]]:
+    """Byte spans of each non-empty comma-separated value in one header field.
+
+    Quote- and ``<>``-aware like ``header_values`` (RFC 3261 §7.3.1), so the
+    n-th span is the n-th value that ``header_values`` returns for that line.
+    """
+    raw = message.raw
+    start = field[VALUE_START]
+    text = raw[start : field[VALUE_END]].decode("utf-8", "surrogateescape")
+    ascii_only = text.isascii()
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for part in split_outside(text, ","):
+        stripped = part.strip(" \t\r\n")
+        if stripped:
+            lead = offset + part.index(stripped[0])
+            tail = lead + len(stripped)
+            if not ascii_only:  # character offsets to byte offsets
+                lead = len(_encode(text[:lead]))
+                tail = len(_encode(text[:tail]))
+            spans.append((start + lead, start + tail))
+        offset += len(part) + 1
+    return spans
+
+
+def _splice(raw: bytes, end: int, edits: list[Edit]) -> bytes:
+    """Apply non-overlapping edits to ``raw[:end]`` in one pass."""
+    edits.sort(key=lambda edit: (edit[0], edit[1]))  # stable: insertions keep their order
+    out: list[bytes] = []
+    pos = 0
+    for start, stop, replacement in edits:
+        if start < pos:
+            raise LocalProtocolError("overlapping edits")
+        out.append(raw[pos:start])
+        out.append(replacement)
+        pos = stop
+    out.append(raw[pos:end])
+    return b"".join(out)
+
+
+def _content_length(message: Message, edits: list[Edit]) -> None:
+    """Add Content-Length when the datagram had none: a stream needs it (RFC 3261 §18.3)."""
+    if not message.has_header("content-length"):
+        edits.append((message.header_end, message.header_end, b"Content-Length: %d\r\n" % len(message.body)))
+
+
+def _pop_routes(request: Request, count: int, edits: list[Edit]) -> None:
+    """Remove the first ``count`` Route values (RFC 3261 §16.4, §16.6 step 6)."""
+    for field in request.fields_named("route"):
+        if count == 0:
+            return
+        spans = value_spans(request, field)
+        if len(spans) <= count:
+            edits.append((field[LINE_START], field[LINE_END], b""))
+            count -= len(spans)
+        else:
+            edits.append((spans[0][0], spans[count][0], b""))
+            count = 0
+    if count:
+        raise LocalProtocolError("fewer Route values than pop_routes")
+
+
+def forward_request(
+    request: Request,
+    *,
+    via: str,
+    request_uri: str | None = None,
+    max_forwards: int | None = None,
+    received: str | None = None,
+    rport: int | None = None,
+    pop_routes: int = 0,
+    record_route: Sequence[str] = (),
+    add_headers: Sequence[tuple[str, str]] = (),
+    drop_headers: Sequence[str] = (),
+) -> bytes:
+    """The request to send to one branch, as edits of the received bytes (RFC 3261 §16.6).
+
+    - ``Via: <via>`` goes above the top Via (step 8); ``received``/``rport``
+      are set on the old top Via when given (RFC 3581 §4, §18.2.1).
+    - ``request_uri`` replaces the Request-URI (step 2, 6).
+    - Max-Forwards becomes ``max_forwards``, or the received value minus one
+      (70 when absent) when None (step 3); the header is added if missing.
+    - The first ``pop_routes`` Route values are removed (step 6, §16.4).
+    - ``record_route`` values go on top of any Record-Route (step 4).
+    - ``add_headers`` go before the blank line; every header named in
+      ``drop_headers`` is removed (not Via, Max-Forwards, Content-Length,
+      Call-ID, CSeq, From or To).
+    - Content-Length is added when the datagram had none.
+    """
+    raw = request.raw
+    edits: list[Edit] = []
+    dropped = {header_key(name) for name in drop_headers}
+    if dropped & _UNDROPPABLE:
+        raise LocalProtocolError(f"cannot drop {sorted(dropped & _UNDROPPABLE)}")
+    if dropped:
+        edits.extend((f[LINE_START], f[LINE_END], b"") for f in request.fields if f[KEY] in dropped)
+
+    if request_uri is not None:
+        if not request_uri or any(c in request_uri for c in " \t\r\n"):
+            raise LocalProtocolError(f"bad Request-URI {request_uri!r}")
+        edits.append((request.uri_start, request.uri_end, _encode(request_uri)))
+
+    via_fields = request.fields_named("via")
+    if not via_fields:
+        raise RemoteProtocolError("no Via")
+    top = via_fields[0]
+    new_via = _line("Via", via)
+    record_routes = b"".join(_line("Record-Route", value) for value in record_route)
+    existing_rr = [] if b"record-route" in dropped else request.fields_named("record-route")
+    if existing_rr:
+        edits.append((existing_rr[0][LINE_START], existing_rr[0][LINE_START], record_routes))
+        edits.append((top[LINE_START], top[LINE_START], new_via))
+    else:
+        edits.append((top[LINE_START], top[LINE_START], new_via + record_routes))
+
+    if received is not None or rport is not None:
+        spans = value_spans(request, top)
+        if not spans:
+            raise RemoteProtocolError("empty Via")
+        start, end = spans[0]
+        old = raw[start:end].decode("utf-8", "surrogateescape")
+        edits.append((start, end, _encode(set_via_received(old, received=received, rport=rport))))
+
+    if max_forwards is None:
+        current = request.max_forwards
+        max_forwards = 70 if current is None else max(current - 1, 0)
+    if max_forwards < 0:
+        raise LocalProtocolError("negative Max-Forwards")
+    found = request.fields_named("max-forwards")
+    if found:
+        edits.append((found[0][VALUE_START], found[0][VALUE_END], b"%d" % max_forwards))
+    else:
+        edits.append((request.header_end, request.header_end, b"Max-Forwards: %d\r\n" % max_forwards))
+
+    if pop_routes and b"route" not in dropped:
+        _pop_routes(request, pop_routes, edits)
+
+    if add_headers:
+        added = b"".join(_line(name, value) for name, value in add_headers)
+        edits.append((request.header_end, request.header_end, added))
+    _content_length(request, edits)
+    return _splice(raw, request.body_end, edits)
+
+
+def forward_response(response: Response) -> bytes:
+    """The response to pass upstream: the top Via value removed (RFC 3261 §16.7 step 3).
+
+    The top value may share its line with others; then only it goes.
+    """
+    via_fields = response.fields_named("via")
+    if not via_fields:
+        raise RemoteProtocolError("no Via")
+    top = via_fields[0]
+    spans = value_spans(response, top)
+    edits: list[Edit]
+    if len(spans) <= 1:
+        edits = [(top[LINE_START], top[LINE_END], b"")]
+    else:
+        edits = [(spans[0][0], spans[1][0], b"")]
+    _content_length(response, edits)
+    return _splice(response.raw, response.body_end, edits)
