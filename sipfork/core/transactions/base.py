@@ -101,11 +101,11 @@ class Transaction:
             self._event(timer, at, out)
         return out
 
-    def _transition(self, event: Event) -> tuple[enum.Enum, Action]:
+    def _transition(self, event: Event, status: int = 0) -> tuple[enum.Enum, Action]:
         try:
             return self._table[(self.state, event)]
         except KeyError:
-            self._impossible(event.value)
+            self._impossible(f"{status} ({event.value})" if status else event.value)
 
     def _impossible(self, what: str) -> NoReturn:
         kind = "INVITE" if self.is_invite else "non-INVITE"

@@ -24,6 +24,7 @@ from sipfork.core.transactions.states import (
     Event,
     status_event,
 )
+from sipfork.sip.builder import build_ack
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.message import Request, parse_message
 
@@ -135,7 +136,7 @@ class ClientTransaction(Transaction):
     def _event(
         self, event: Event, now: float, out: list, response: Response | None = None
     ) -> None:
-        next_state, action = self._transition(event)
+        next_state, action = self._transition(event, response.status if response else 0)
         if action is Action.DELIVER:
             out.append(Deliver(response=response))
         elif action is Action.RETRANSMIT_REQUEST:
@@ -165,8 +166,6 @@ class ClientTransaction(Transaction):
             self._enter(next_state, now, out)
 
     def _build_ack(self, response: Response | None) -> Send:
-        from sipfork.sip.builder import build_ack
-
         hop = self.hop
         data = build_ack(self.request, response)
         return Send(data=data, host=hop.host, port=hop.port, transport=hop.transport)

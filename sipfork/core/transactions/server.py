@@ -106,7 +106,7 @@ class ServerTransaction(Transaction):
         """
         if not 100 <= status <= 699:
             raise TransactionError(f"status {status} is not a SIP status code")
-        next_state, action = self._transition(status_event(status))
+        next_state, action = self._transition(status_event(status), status)
         out: list = []
         if action is Action.SEND_RESPONSE:
             host, port = self.destination
