@@ -1,0 +1,7 @@
+"""python -m sipfork"""
+
+import sys
+
+from sipfork.cli import main
+
+sys.exit(main())

@@ -1,0 +1,612 @@
+"""The sans-IO core: a registrar and stateful forking proxy (RFC 3261 §16).
+
+Bytes, the time and the configuration go in (:meth:`Core.receive`,
+:meth:`Core.handle_timer`, :meth:`Core.reload`); bytes to send, bindings to
+store and log records come out (:meth:`Core.effects`), with the earliest
+deadline in :meth:`Core.next_deadline`. The shell applies effects in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from sipfork.bindings import Binding
+from sipfork.config import Config
+from sipfork.core.auth import Authenticator
+from sipfork.core.context import BranchState, CallContext
+from sipfork.core.effects import DropBinding, Effect, Log, SaveBinding, Send
+from sipfork.core.ids import MAGIC_COOKIE, Ids
+from sipfork.core.interfaces import Interfaces, hop_for_uri
+from sipfork.core.location import Location
+from sipfork.core.registrar import Registrar
+from sipfork.core.transactions import (
+    ClientTransaction,
+    Deliver,
+    ServerState,
+    ServerTransaction,
+    Terminated,
+    TimedOut,
+    Timers,
+)
+from sipfork.core.upstream import Upstream
+from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
+from sipfork.routing.planner import plan_call
+from sipfork.sip.builder import build_cancel, build_response
+from sipfork.sip.edits import forward_request, forward_response
+from sipfork.sip.errors import RemoteProtocolError
+from sipfork.sip.headers import Via
+from sipfork.sip.message import InvalidRequest, Request, Response, parse_message
+from sipfork.sip.uri import SipUri, TelUri
+
+DEFAULT_MAX_FORWARDS = 70
+DEFAULT_MAX_BREADTH = 60  # RFC 5393 §5
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, REFER, MESSAGE, NOTIFY, SUBSCRIBE"
+ServerKey = tuple[str, str, int, str]
+ClientKey = tuple[str, str]
+
+
+class _ClientEntry:
+    """A client transaction with the branch it serves (None for a CANCEL)."""
+
+    __slots__ = ("key", "transaction", "context", "branch")
+
+    def __init__(self, key: ClientKey, transaction: ClientTransaction, context: CallContext | None,
+                 branch: BranchState | None) -> None:
+        self.key = key
+        self.transaction = transaction
+        self.context = context
+        self.branch = branch
+
+    def deadline(self) -> float | None:
+        return self.transaction.deadline()
+
+
+class Core:
+    """One proxy worker's protocol state."""
+
+    def __init__(self, config: Config, *, ids: Ids, bindings: Iterable[Binding] = (),
+                 timers: Timers | None = None) -> None:
+        self.ids = ids
+        self.timers = timers or Timers()
+        self.location = Location(bindings)
+        self.authenticator = Authenticator(config, secret=ids.secret())
+        self.registrar = Registrar(config, self.location, self.authenticator, ids)
+        self._apply_config(config)
+        self._effects: list[Effect] = []
+        self._server: dict[ServerKey, ServerTransaction] = {}
+        self._server_keys: dict[ServerTransaction, tuple[ServerKey, bytes]] = {}
+        self._raw: dict[bytes, ServerTransaction] = {}  # exact retransmissions, dropped unparsed
+        self._contexts: dict[ServerTransaction, CallContext] = {}
+        self._calls: dict[tuple[str, str, int, str], CallContext] = {}  # loop detection
+        self._client: dict[ClientKey, _ClientEntry] = {}
+        self._heap: list[tuple[float, int, object]] = []
+        self._armed: dict[object, float] = {}
+        self._sequence = itertools.count()
+
+    def _apply_config(self, config: Config) -> None:
+        self.config = config
+        self.interfaces = Interfaces.from_config(config)
+        self.trusted = frozenset(host for gateway in config.gateways for host in gateway.inbound_from)
+        self.zone = _zone(config.proxy.timezone)
+
+    def reload(self, config: Config, now: float) -> None:
+        """Use a new configuration for new requests; calls in progress keep
+        the plan they started with."""
+        self._apply_config(config)
+        self.authenticator.reload(config)
+        self.registrar.reload(config)
+        self._log(logging.INFO, "configuration reloaded")
+
+    # -- the shell's side ------------------------------------------------
+
+    def effects(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            deadline, _, obj = self._heap[0]
+            if self._armed.get(obj) == deadline:
+                break
+            heapq.heappop(self._heap)
+        earliest = self._heap[0][0] if self._heap else None
+        expiry = self.location.next_expiry()
+        if expiry is not None and (earliest is None or expiry < earliest):
+            earliest = expiry
+        return earliest
+
+    def handle_timer(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, obj = heapq.heappop(self._heap)
+            if self._armed.get(obj) != deadline:
+                continue
+            del self._armed[obj]
+            if isinstance(obj, CallContext):
+                obj.handle_timer(now)
+            elif isinstance(obj, _ClientEntry):
+                self._client_outputs(obj, obj.transaction.handle_timer(now), now)
+            elif isinstance(obj, ServerTransaction):
+                self._server_outputs(obj, obj.handle_timer(now))
+            self._schedule(obj)
+        expiry = self.location.next_expiry()
+        if expiry is not None and expiry <= now:
+            for drop in self.location.expire(now):
+                self._effects.append(drop)
+                self._log(logging.INFO, f"registration expired: {drop.user} {drop.contact}")
+
+    def binding_saved(self, binding: Binding) -> None:
+        """Another worker stored a binding (shared store)."""
+        self.location.put(binding)
+
+    def binding_dropped(self, user: str, contact: str) -> None:
+        self.location.drop(user, contact)
+
+    def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float) -> None:
+        """One datagram, or one framed message from a stream."""
+        retransmitted = self._raw.get(data)
+        if retransmitted is not None:
+            self._emit(retransmitted.receive_request(now))
+            self._schedule(retransmitted)
+            return
+        try:
+            message = parse_message(data)
+        except InvalidRequest as error:
+            self._log(logging.WARNING, f"bad request from {source[0]}:{source[1]}: {error}")
+            if error.request.method != "ACK":
+                self._reply_stateless(error.request, error.status, source, transport, reason=str(error))
+            return
+        except RemoteProtocolError as error:
+            self._log(logging.WARNING, f"dropped malformed message from {source[0]}:{source[1]}: {error}")
+            return
+        try:
+            if isinstance(message, Response):
+                self._receive_response(message, now)
+            else:
+                self._receive_request(message, data, source, transport, now)
+        except RemoteProtocolError as error:
+            self._log(logging.WARNING, f"bad message from {source[0]}:{source[1]}: {error}")
+            if isinstance(message, Request) and message.method != "ACK":
+                self._reply_stateless(message, error.status, source, transport, reason=str(error))
+
+    # -- effects and timers ----------------------------------------------
+
+    def _emit(self, sends: Iterable[Effect]) -> None:
+        self._effects.extend(sends)
+
+    def _log(self, level: int, message: str) -> None:
+        self._effects.append(Log(level=level, message=message))
+
+    def _schedule(self, obj: object) -> None:
+        deadline = obj.deadline()  # type: ignore[attr-defined]
+        if deadline is None:
+            self._armed.pop(obj, None)
+        elif self._armed.get(obj) != deadline:
+            self._armed[obj] = deadline
+            heapq.heappush(self._heap, (deadline, next(self._sequence), obj))
+
+    # -- requests ----------------------------------------------------------
+
+    def _receive_request(self, request: Request, data: bytes, source: tuple[str, int],
+                         transport: str, now: float) -> None:
+        via = request.top_via
+        method = request.method
+        key: ServerKey = (via.branch or "", via.host, via.port or 0, "INVITE" if method == "ACK" else method)
+        if method == "ACK":
+            self._receive_ack(request, key, source, transport, now)
+            return
+        known = self._server.get(key)
+        if known is not None:
+            self._emit(known.receive_request(now))
+            self._schedule(known)
+            return
+        transaction = ServerTransaction(request, source=source, transport=transport, now=now, timers=self.timers)
+        self._server[key] = transaction
+        self._server_keys[transaction] = (key, data)
+        self._raw[data] = transaction
+        if method == "CANCEL":
+            self._receive_cancel(request, transaction, key, now)
+        else:
+            self._new_request(request, transaction, source, transport, now)
+        self._schedule(transaction)
+
+    def _respond(self, transaction: ServerTransaction, request: Request, status: int, now: float, *,
+                 reason: str | None = None, headers: Iterable[tuple[str, str]] = (), to_tag: str | None = None) -> None:
+        source = transaction.source
+        received, rport = _via_marks(request.top_via, source)
+        data = build_response(request, status, reason, to_tag=to_tag or self.ids.tag(), received=received,
+                              rport=rport, headers=tuple(headers))
+        self._server_outputs(transaction, transaction.respond(data, status, now))
+        self._schedule(transaction)
+
+    def _reply_stateless(self, request: Request, status: int, source: tuple[str, int], transport: str,
+                         reason: str | None = None) -> None:
+        try:
+            received, rport = _via_marks(request.top_via, source)
+            data = build_response(request, status, reason, to_tag=self.ids.tag(), received=received, rport=rport)
+        except RemoteProtocolError:
+            return  # not even a Via to answer to: dropped, and logged by the caller
+        self._effects.append(Send(data=data, host=source[0], port=source[1], transport=transport))
+
+    def _new_request(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
+                     transport: str, now: float) -> None:
+        method = request.method
+        if method == "INVITE":
+            self._respond(transaction, request, 100, now)
+        max_forwards = request.max_forwards
+        if max_forwards is None:
+            max_forwards = DEFAULT_MAX_FORWARDS
+        pop_routes = self._own_routes(request)
+        routes_left = len(request.routes) - pop_routes
+        ruri = request.ruri
+        to_us = routes_left == 0 and self.interfaces.is_local_uri(ruri) and (
+            isinstance(ruri, SipUri) and ruri.user is None
+        )
+        if method == "OPTIONS" and (to_us or max_forwards <= 0 and request.to_tag is None):
+            self._respond(transaction, request, 200, now, headers=(("Allow", ALLOW), ("Accept", "application/sdp")))
+            return
+        if max_forwards <= 0:
+            self._respond(transaction, request, 483, now)
+            return
+        if request.has_header("Proxy-Require"):
+            self._respond(transaction, request, 420, now,
+                          headers=(("Unsupported", ", ".join(request.header_values("Proxy-Require"))),))
+            return
+        if request.to_tag is not None or routes_left > 0:
+            self._forward_routed(request, transaction, source, transport, pop_routes, max_forwards - 1, now)
+            return
+        if not self.interfaces.is_local_uri(ruri):
+            self._respond(transaction, request, 403, now, reason="Not Our Domain")
+            return
+        if method == "REGISTER":
+            result = self.registrar.handle(request, source=source, transport=transport, now=now)
+            self._emit(result.effects)  # stored before the 200 OK leaves (DESIGN.md)
+            status = parse_status(result.response)
+            self._server_outputs(transaction, transaction.respond(result.response, status, now))
+            return
+        if to_us:
+            self._respond(transaction, request, 405 if method != "BYE" else 481, now, headers=(("Allow", ALLOW),))
+            return
+        self._route_to_plan(request, transaction, source, transport, pop_routes, max_forwards - 1, now)
+
+    def _own_routes(self, request: Request) -> int:
+        """How many of the topmost Route values name us (RFC 3261 §16.4)."""
+        count = 0
+        for route in request.routes:
+            if not self.interfaces.is_own_route(route.uri):
+                break
+            count += 1
+        return count
+
+    def _authorize(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
+                   now: float) -> tuple[bool, str | None] | None:
+        """(inbound from a trusted gateway, the authenticated user), or None
+        when the request was answered with a challenge or a refusal."""
+        if source[0] in self.trusted:
+            return True, None
+        result = self.authenticator.check(request, source_host=source[0], now=now, proxy=True)
+        if result.status == "ok" and result.user is not None:
+            return False, result.user.name
+        if result.status in ("missing", "stale"):
+            headers = self.authenticator.challenge(realm=self.config.proxy.domain, source_host=source[0], now=now,
+                                                   proxy=True, user=result.user, stale=result.status == "stale")
+            self._respond(transaction, request, 407, now, headers=headers)
+            return None
+        self._respond(transaction, request, 403, now)
+        return None
+
+    def _route_to_plan(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
+                       transport: str, pop_routes: int, max_forwards: int, now: float) -> None:
+        authorized = self._authorize(request, transaction, source, now)
+        if authorized is None:
+            return
+        inbound, user = authorized
+        ruri = request.ruri
+        dialled = ruri.number if isinstance(ruri, TelUri) else (ruri.user or "")
+        call_key = (request.call_id, request.from_tag or "", request.cseq.number, dialled)
+        if call_key in self._calls and any(self.interfaces.is_own_address(v.host, v.port) for v in request.vias[1:]):
+            # The same request came back to us for the same destination:
+            # a forwarding loop, not a spiral (RFC 3261 §16.3 step 4).
+            self._respond(transaction, request, 482, now)
+            self._log(logging.WARNING, f"loop detected for {dialled} (Call-ID {request.call_id})")
+            return
+        outcome = plan_call(self.config, dialled=dialled, caller=_caller(request), at=self._local_time(now),
+                            registrations=self.location.snapshot(now), external_allowed=not inbound, now=now)
+        if isinstance(outcome, Refusal):
+            self._respond(transaction, request, outcome.status, now, reason=outcome.reason)
+            self._log(logging.INFO, f"call {_caller(request) or 'anonymous'} → {dialled}: "
+                                    f"{outcome.status} {outcome.reason}")
+            return
+        plan = outcome
+        if request.method != "INVITE":
+            plan = _first_rule_only(plan)
+        breadth = request.header("Max-Breadth")
+        incoming_breadth = int(breadth) if breadth and breadth.strip().isdigit() else DEFAULT_MAX_BREADTH
+        width = max((len(rule.branches) for rule in plan.rules), default=1) or 1
+        if width > incoming_breadth:
+            self._respond(transaction, request, 440, now)
+            return
+        drop = ("Proxy-Authorization",) if user is not None else ()
+        self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
+                            max_forwards=max_forwards, record_route=request.method in ("INVITE", "SUBSCRIBE", "REFER"),
+                            max_breadth=incoming_breadth // width, drop_headers=drop, call_key=call_key,
+                            caller=user or _caller(request) or "anonymous")
+
+    def _forward_routed(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
+                        transport: str, pop_routes: int, max_forwards: int, now: float) -> None:
+        """An in-dialog request, or one with a Route set beyond us: to the
+        next Route value, else to the Request-URI (RFC 3261 §16.5, §16.12)."""
+        hop = self._next_hop(request, pop_routes)
+        if hop is None:
+            self._respond(transaction, request, 404 if request.to_tag is None else 481, now)
+            return
+        spec = Branch(key="route", label=str(request.uri), request_uri=request.uri, hop=hop)
+        plan = Plan(target=request.uri, rules=(Rule(name="route", ringing="parallel", branches=(spec,),
+                                                    duration=None),), otherwise=Otherwise())
+        self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
+                            max_forwards=max_forwards, record_route=False, max_breadth=None, drop_headers=(),
+                            call_key=None, caller="")
+
+    def _next_hop(self, request: Request, pop_routes: int) -> Hop | None:
+        routes = request.routes
+        if len(routes) > pop_routes:
+            return hop_for_uri(routes[pop_routes].uri)
+        binding = self.location.find_contact(request.uri)
+        if binding is not None:
+            return Hop(host=binding.source_host, port=binding.source_port, transport=binding.transport)
+        ruri = request.ruri
+        if self.interfaces.is_local_uri(ruri):
+            return None
+        return hop_for_uri(ruri)
+
+    def _start_context(self, request: Request, transaction: ServerTransaction, plan: Plan,
+                       source: tuple[str, int], transport: str, now: float, *, pop_routes: int, max_forwards: int,
+                       record_route: bool, max_breadth: int | None, drop_headers: tuple[str, ...],
+                       call_key: tuple[str, str, int, str] | None, caller: str) -> None:
+        received, rport = _via_marks(request.top_via, source)
+        upstream = Upstream(transaction=transaction, source=source, transport=transport, to_tag=self.ids.tag(),
+                            max_forwards=max_forwards, pop_routes=pop_routes, record_route=record_route,
+                            received=received, rport=rport, max_breadth=max_breadth, drop_headers=drop_headers,
+                            caller=caller)
+        context = CallContext(request=request, plan=plan, forwarder=self, upstream=upstream, started=now,
+                              is_invite=request.method == "INVITE")
+        self._contexts[transaction] = context
+        if call_key is not None:
+            self._calls[call_key] = context
+        context.start(now)
+        self._schedule(context)
+
+    def _receive_ack(self, request: Request, key: ServerKey, source: tuple[str, int], transport: str,
+                     now: float) -> None:
+        transaction = self._server.get(key)
+        if transaction is not None and transaction.state in (ServerState.COMPLETED, ServerState.CONFIRMED):
+            self._server_outputs(transaction, transaction.receive_ack(now))
+            self._schedule(transaction)
+            return
+        # The ACK for a 2xx is a request of its own, end to end (§13.2.2.4):
+        # forwarded statelessly along the route set.
+        pop_routes = self._own_routes(request)
+        hop = self._next_hop(request, pop_routes)
+        max_forwards = request.max_forwards
+        if hop is None or (max_forwards is not None and max_forwards <= 0):
+            return
+        # A stateless branch is a function of the request (§16.11), so a
+        # retransmitted ACK leaves with the same branch.
+        branch = MAGIC_COOKIE + hashlib.sha1(request.top_via.branch.encode() if request.top_via.branch
+                                             else request.call_id.encode()).hexdigest()[:16]
+        received, rport = _via_marks(request.top_via, source)
+        data = forward_request(request, via=self.interfaces.via(hop.transport, hop.host, branch),
+                               max_forwards=(max_forwards if max_forwards is not None else DEFAULT_MAX_FORWARDS) - 1,
+                               received=received, rport=rport, pop_routes=pop_routes)
+        self._effects.append(Send(data=data, host=hop.host, port=hop.port, transport=hop.transport))
+
+    def _receive_cancel(self, request: Request, transaction: ServerTransaction, key: ServerKey, now: float) -> None:
+        invite = self._server.get((key[0], key[1], key[2], "INVITE"))
+        context = self._contexts.get(invite) if invite is not None else None
+        if context is None:
+            self._respond(transaction, request, 481, now)
+            return
+        self._respond(transaction, request, 200, now, to_tag=context.upstream.to_tag)
+        context.cancel_by_caller(request.header("Reason"), now)
+        self._schedule(context)
+
+    # -- branches (the Forwarder protocol) -----------------------------
+
+    def fork(self, context: CallContext, spec: Branch, rule_index: int, now: float) -> BranchState:
+        upstream = context.upstream
+        request = context.request
+        branch_id = self.ids.branch()
+        inbound = Hop(host=upstream.source[0], port=upstream.source[1], transport=upstream.transport)
+        record_route = self.interfaces.record_routes(inbound, spec.hop) if upstream.record_route else ()
+        headers = list(spec.headers)
+        drop = list(upstream.drop_headers)
+        if upstream.max_breadth is not None:
+            headers.append(("Max-Breadth", str(upstream.max_breadth)))
+            drop.append("Max-Breadth")
+        data = forward_request(request, via=self.interfaces.via(spec.hop.transport, spec.hop.host, branch_id),
+                               request_uri=spec.request_uri, max_forwards=upstream.max_forwards,
+                               received=upstream.received, rport=upstream.rport, pop_routes=upstream.pop_routes,
+                               record_route=record_route, add_headers=headers, drop_headers=drop)
+        transaction = ClientTransaction(data, method=request.method, hop=spec.hop, now=now, timers=self.timers)
+        state = BranchState(id=branch_id, spec=spec, rule_index=rule_index)
+        entry = _ClientEntry((branch_id, request.method), transaction, context, state)
+        self._client[entry.key] = entry
+        self._emit(transaction.start())
+        self._schedule(entry)
+        return state
+
+    def cancel(self, context: CallContext, branch: BranchState, reason: str | None, now: float) -> None:
+        entry = self._client.get((branch.id, context.request.method))
+        if entry is None:
+            return
+        data = build_cancel(entry.transaction.request, headers=(("Reason", reason),) if reason else ())
+        self._client_outputs(entry, entry.transaction.cancelled(now), now)
+        self._schedule(entry)
+        transaction = ClientTransaction(data, method="CANCEL", hop=entry.transaction.hop, now=now,
+                                        timers=self.timers)
+        cancel = _ClientEntry((branch.id, "CANCEL"), transaction, None, None)
+        self._client[cancel.key] = cancel
+        self._emit(transaction.start())
+        self._schedule(cancel)
+
+    def respond(self, context: CallContext, status: int, now: float, *, response: Response | None = None,
+                headers: tuple[tuple[str, str], ...] = ()) -> None:
+        upstream = context.upstream
+        if response is not None:
+            self._send_upstream(context, forward_response(response), status, now)
+            return
+        received, rport = upstream.received, upstream.rport
+        data = build_response(context.request, status, to_tag=upstream.to_tag, received=received, rport=rport,
+                              headers=headers)
+        self._send_upstream(context, data, status, now)
+
+    def _send_upstream(self, context: CallContext, data: bytes, status: int, now: float) -> None:
+        transaction = context.upstream.transaction
+        if transaction.state in (ServerState.TRYING, ServerState.PROCEEDING) or (
+            transaction.state is ServerState.ACCEPTED and 200 <= status < 300
+        ):
+            self._server_outputs(transaction, transaction.respond(data, status, now))
+            self._schedule(transaction)
+            return
+        if 200 <= status < 300:
+            # A 2xx after the caller's transaction ended (it cancelled, or
+            # took another answer): still forwarded (RFC 3261 §16.7 step 5).
+            source = context.upstream.source
+            self._effects.append(Send(data=data, host=source[0], port=source[1], transport=context.upstream.transport))
+
+    def log_call(self, context: CallContext, outcome: str, now: float) -> None:
+        request = context.request
+        if request.method != "INVITE" or context.plan.target == request.uri:
+            return
+        branches = len(context.branches)
+        self._log(logging.INFO, f"call {context.upstream.caller} → {context.plan.target}: {outcome}; "
+                                f"{branches} branch{'es' if branches != 1 else ''}; {now - context.started:.1f}s")
+
+    # -- responses ---------------------------------------------------------
+
+    def _receive_response(self, response: Response, now: float) -> None:
+        via = response.top_via
+        entry = self._client.get((via.branch or "", response.cseq.method))
+        if entry is None:
+            self._forward_stray(response)
+            return
+        self._client_outputs(entry, entry.transaction.receive_response(response, now), now)
+        self._schedule(entry)
+
+    def _forward_stray(self, response: Response) -> None:
+        """A 2xx retransmission after its transaction is gone goes on along
+        the Via path (RFC 3261 §16.7, RFC 6026); anything else is dropped."""
+        vias = response.vias
+        if not (200 <= response.status < 300 and response.cseq.method == "INVITE" and len(vias) > 1):
+            return
+        if not self.interfaces.is_own_address(vias[0].host, vias[0].port):
+            return
+        upstream_via = vias[1]
+        host, port = upstream_via.response_address()
+        self._effects.append(Send(data=forward_response(response), host=host, port=port,
+                                  transport=upstream_via.transport.lower()))
+
+    def _client_outputs(self, entry: _ClientEntry, outputs: Iterable[object], now: float) -> None:
+        context, branch = entry.context, entry.branch
+        for output in outputs:
+            if isinstance(output, Send):
+                self._effects.append(output)
+            elif context is None or branch is None:
+                if isinstance(output, Terminated):
+                    self._forget_client(entry)
+            elif isinstance(output, Deliver):
+                self._deliver(context, branch, output.response, now)
+            elif isinstance(output, TimedOut):
+                context.branch_timed_out(branch, now)
+                self._schedule(context)
+            elif isinstance(output, Terminated):
+                self._forget_client(entry)
+
+    def _forget_client(self, entry: _ClientEntry) -> None:
+        if self._client.get(entry.key) is entry:
+            del self._client[entry.key]
+        self._armed.pop(entry, None)
+        if entry.branch is not None:
+            entry.branch.live = False
+
+    def _deliver(self, context: CallContext, branch: BranchState, response: Response, now: float) -> None:
+        if response.status < 200:
+            if context.receive_provisional(branch, response, now):
+                self._send_upstream(context, forward_response(response), response.status, now)
+        elif context.receive_final(branch, response, now):
+            self._send_upstream(context, forward_response(response), response.status, now)
+        self._schedule(context)
+
+    def _server_outputs(self, transaction: ServerTransaction, outputs: list[object]) -> None:
+        for output in outputs:
+            if isinstance(output, Send):
+                self._effects.append(output)
+            elif isinstance(output, TimedOut):
+                self._log(logging.DEBUG, "no ACK for a final response (Timer H)")
+            elif isinstance(output, Terminated):
+                self._forget_server(transaction)
+
+    def _forget_server(self, transaction: ServerTransaction) -> None:
+        key, data = self._server_keys.pop(transaction, (None, b""))
+        if key is not None and self._server.get(key) is transaction:
+            del self._server[key]
+        if self._raw.get(data) is transaction:
+            del self._raw[data]
+        self._armed.pop(transaction, None)
+        context = self._contexts.pop(transaction, None)
+        if context is not None:
+            for call_key, call in list(self._calls.items()):
+                if call is context:
+                    del self._calls[call_key]
+
+    def _local_time(self, now: float) -> datetime:
+        return datetime.fromtimestamp(now, tz=timezone.utc).astimezone(self.zone)
+
+    @property
+    def transactions(self) -> tuple[int, int]:
+        """(server, client) transactions alive, for tests and metrics."""
+        return len(self._server), len(self._client)
+
+
+def _zone(name: str):  # type: ignore[no-untyped-def]
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def parse_status(response: bytes) -> int:
+    """The status code of a response we built."""
+    return int(response[8:11])
+
+
+def _via_marks(via: Via, source: tuple[str, int]) -> tuple[str | None, int | None]:
+    """RFC 3581 / RFC 3261 §18.2.1: received when the Via's host is not the
+    source address, rport when the client asked for it."""
+    received = source[0] if via.host != source[0] else None
+    rport = source[1] if via.has_rport else None
+    if rport is not None and received is None:
+        received = source[0]
+    return received, rport
+
+
+def _caller(request: Request) -> str | None:
+    """The caller's number or user for filters; None when anonymous."""
+    if any(value.strip().lower() in ("id", "user") for value in request.header_values("Privacy")):
+        return None
+    uri = request.from_.uri
+    if isinstance(uri, TelUri):
+        return uri.number
+    if uri.host.endswith("anonymous.invalid") or (uri.user or "").lower() == "anonymous" or not uri.user:
+        return None
+    return uri.user
+
+
+def _first_rule_only(plan: Plan) -> Plan:
+    """Non-INVITE requests (MESSAGE, SUBSCRIBE …) go to the first rule's
+    devices only: they do not ring, so they do not fall through."""
+    rules = plan.rules[:1]
+    return Plan(target=plan.target, rules=rules, otherwise=Otherwise(), notes=plan.notes)

@@ -1,0 +1,25 @@
+"""What a proxied request keeps of the caller's side (RFC 3261 §16.6)."""
+
+from __future__ import annotations
+
+from attrs import define
+
+from sipfork.core.transactions import ServerTransaction
+
+
+@define(slots=True, kw_only=True, eq=False)
+class Upstream:
+    """The caller's leg of a proxied request and how its branches are built."""
+
+    transaction: ServerTransaction
+    source: tuple[str, int]
+    transport: str
+    to_tag: str
+    max_forwards: int  # already decremented: the value every branch carries
+    pop_routes: int  # how many of the request's Route values were ours
+    record_route: bool  # a dialog-creating request: insert our Record-Route
+    received: str | None  # RFC 3581 values for the caller's Via
+    rport: int | None
+    max_breadth: int | None  # RFC 5393 value each branch carries, None: leave as is
+    drop_headers: tuple[str, ...] = ()  # credentials for our realm, consumed here
+    caller: str = ""  # for the call log line

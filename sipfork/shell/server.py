@@ -1,0 +1,182 @@
+"""The running proxy: sockets, the clock, one timer, signals, reload.
+
+The only asyncio code (DESIGN.md). It hands every message to the core,
+applies the core's effects in order — a binding reaches SQLite before the
+200 OK to its REGISTER is sent — and re-arms one timer at the earliest
+deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from sipfork.config import Config, ConfigError, load_config
+from sipfork.core.effects import DropBinding, Log, SaveBinding, Send
+from sipfork.core.ids import Ids
+from sipfork.core.proxy import Core
+from sipfork.shell.transports import TcpConnections, UdpProtocol
+from sipfork.store.sqlite import SqliteStore
+
+log = logging.getLogger("sipfork")
+
+
+def store_path(config: Config) -> Path:
+    return config.proxy.data_dir / "registrations.sqlite3"
+
+
+def pid_path(config: Config) -> Path:
+    return config.proxy.data_dir / "sipfork.pid"
+
+
+class Server:
+    def __init__(self, config: Config, *, clock_offset: float = 0.0) -> None:
+        self.config = config
+        # A test can run the proxy at another time of day (schedule rules)
+        # without waiting for it: every `now` the core sees is shifted.
+        self.clock_offset = clock_offset
+        config.proxy.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteStore(store_path(config))
+        self.core = Core(config, ids=Ids(os.urandom), bindings=self.store.load())
+        self.udp: dict[tuple[str, bool], UdpProtocol] = {}  # (host, ipv6) -> socket
+        self.tcp = TcpConnections(self.deliver)
+        self.servers: list[asyncio.base_events.Server] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.stopped = asyncio.Event()
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listen in self.config.proxy.listen:
+            family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+            if listen.transport == "udp":
+                _, protocol = await loop.create_datagram_endpoint(
+                    lambda: UdpProtocol(self.deliver), local_addr=(listen.host, listen.port), family=family
+                )
+                self.udp.setdefault((listen.host, family == socket.AF_INET6), protocol)
+            else:
+                server = await loop.create_server(self.tcp.protocol, listen.host, listen.port, family=family,
+                                                  reuse_address=True)
+                self.servers.append(server)
+            log.info("listening on %s:%s:%d", listen.transport, listen.host, listen.port)
+        for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
+            loop.add_signal_handler(signum, handler)
+        pid_path(self.config).write_text(f"{os.getpid()}\n")
+        self.arm()
+
+    def stop(self) -> None:
+        log.info("stopping")
+        self.stopped.set()
+
+    async def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        for protocol in self.udp.values():
+            if protocol.transport is not None:
+                protocol.transport.close()
+        for server in self.servers:
+            server.close()
+        self.tcp.close()
+        self.store.close()
+        pid = pid_path(self.config)
+        if pid.exists() and pid.read_text().strip() == str(os.getpid()):
+            pid.unlink()
+
+    def reload(self) -> None:
+        path = self.config.path
+        if path is None:
+            return
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            log.error("reload refused, keeping the running configuration: %s", error)
+            return
+        except OSError as error:
+            log.error("reload refused, keeping the running configuration: %s", error)
+            return
+        if config.proxy.listen != self.config.proxy.listen or config.proxy.data_dir != self.config.proxy.data_dir:
+            log.warning("reload: listen and data_dir changes take effect after a restart")
+        self.config = config
+        self.core.reload(config, self.now())
+        self.flush()
+
+    def deliver(self, data: bytes, source: tuple[str, int], transport: str) -> None:
+        try:
+            self.core.receive(data, source, transport, self.now())
+        except Exception:  # noqa: BLE001 — nothing may end the receive loop
+            log.exception("internal error handling a message from %s:%d; message dropped", *source)
+        self.flush()
+
+    def on_timer(self) -> None:
+        self.timer = None
+        self.timer_at = None
+        try:
+            self.core.handle_timer(self.now())
+        except Exception:  # noqa: BLE001 — a bug in one transaction must not stop the others
+            log.exception("internal error in a timer")
+        self.flush()
+
+    def flush(self) -> None:
+        for effect in self.core.effects():
+            if isinstance(effect, Send):
+                self.send(effect)
+            elif isinstance(effect, SaveBinding):
+                self.store.save(effect.binding)
+            elif isinstance(effect, DropBinding):
+                self.store.drop(effect.user, effect.contact)
+            elif isinstance(effect, Log):
+                log.log(effect.level, "%s", effect.message)
+        self.arm()
+
+    def send(self, effect: Send) -> None:
+        try:
+            if effect.transport == "tcp":
+                self.tcp.send(effect.data, effect.host, effect.port)
+                return
+            protocol = self.udp_for(effect.host)
+            if protocol is None:
+                log.warning("no udp listener to reach %s:%d", effect.host, effect.port)
+                return
+            protocol.send(effect.data, effect.host, effect.port)
+        except OSError as error:
+            log.info("send to %s:%d failed: %s", effect.host, effect.port, error)
+
+    def udp_for(self, host: str) -> UdpProtocol | None:
+        ipv6 = ":" in host
+        for (_, family_v6), protocol in self.udp.items():
+            if family_v6 == ipv6:
+                return protocol
+        return None
+
+    def arm(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None or deadline == self.timer_at:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer_at = deadline
+        self.timer = loop.call_later(max(0.0, deadline - self.now()), self.on_timer)
+
+
+async def serve(config: Config, *, clock_offset: float = 0.0) -> None:
+    server = Server(config, clock_offset=clock_offset)
+    await server.start()
+    try:
+        await server.stopped.wait()
+    finally:
+        await server.close()
+
+
+def run(config: Config, *, clock_offset: float = 0.0) -> None:
+    import uvloop
+
+    uvloop.run(serve(config, clock_offset=clock_offset))

@@ -1,0 +1,327 @@
+"""The proxy core driven with bytes and a hand-stepped clock: no sockets.
+
+Each test plays the phones' side of RFC 3261 §16 by hand and reads the
+effects the core asks the shell to carry out.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from sipfork.bindings import Binding
+from sipfork.config import parse_config
+from sipfork.core.effects import Log, SaveBinding, Send
+from sipfork.core.ids import Ids
+from sipfork.core.proxy import Core
+from sipfork.sip.digest import digest_response, parse_challenge
+from sipfork.sip.message import Request, Response, parse_message
+
+CONFIG = """
+[proxy]
+domain = "pbx.local"
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+data_dir = "var"
+ring_time = 30
+timezone = "UTC"
+digest_algorithms = ["SHA-256", "MD5"]
+
+[[user]]
+name = "alice"
+password = "alice-secret"
+extension = "11"
+
+[[user]]
+name = "bob"
+password = "bob-secret"
+extension = "12"
+
+[[user]]
+name = "carol"
+password = "carol-secret"
+
+[[gateway]]
+name = "trunk"
+uri = "sip:127.0.0.1:5080"
+inbound_from = ["127.0.0.9"]
+"""
+
+CALLER = ("127.0.0.9", 5070)  # a trusted address: no digest needed
+NOW = 1_800_000_000.0
+
+
+def binding(user: str, port: int, transport: str = "udp") -> Binding:
+    contact = f"sip:{user}@127.0.0.1:{port}" + (";transport=tcp" if transport == "tcp" else "")
+    return Binding(user=user, contact=contact, source_host="127.0.0.1", source_port=port, transport=transport,
+                   expires_at=NOW + 3600)
+
+
+def make_core(*bindings: Binding) -> Core:
+    config = parse_config(CONFIG, path=Path("/tmp/sipfork-test/proxy.toml"))
+    return Core(config, ids=Ids(random.Random(7).randbytes), bindings=bindings)
+
+
+def invite(to: str = "alice", *, branch: str = "z9hG4bKcaller1", source: tuple[str, int] = CALLER,
+           max_forwards: int = 70, extra: str = "", cseq: int = 1, method: str = "INVITE",
+           to_tag: str = "", call_id: str = "call-1@test") -> bytes:
+    host, port = source
+    tag = f";tag={to_tag}" if to_tag else ""
+    return (
+        f"{method} sip:{to}@pbx.local SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{port};branch={branch};rport\r\n"
+        f"Max-Forwards: {max_forwards}\r\n"
+        f"From: <sip:+4930123@pbx.local>;tag=caller-tag\r\n"
+        f"To: <sip:{to}@pbx.local>{tag}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        f"Contact: <sip:caller@{host}:{port}>\r\n"
+        f"{extra}"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def sends(core: Core) -> list[Send]:
+    return [effect for effect in core.effects() if isinstance(effect, Send)]
+
+
+def parsed(send: Send) -> Request | Response:
+    return parse_message(send.data)
+
+
+def to(port: int, items: list[Send]) -> list[Request | Response]:
+    return [parsed(item) for item in items if item.port == port]
+
+
+def reply(request: Request, status: int, *, to_tag: str = "callee") -> bytes:
+    """A phone's response to a forked request: every Via echoed."""
+    vias = "".join(f"Via: {value}\r\n" for value in request.header_values("Via"))
+    rr = "".join(f"Record-Route: {value}\r\n" for value in request.header_values("Record-Route"))
+    tag = f";tag={to_tag}" if status > 100 else ""
+    return (
+        f"SIP/2.0 {status} Whatever\r\n{vias}{rr}"
+        f"From: {request.header('From')}\r\nTo: {request.header('To')}{tag}\r\n"
+        f"Call-ID: {request.call_id}\r\nCSeq: {request.header('CSeq')}\r\n"
+        f"Contact: <sip:callee@127.0.0.1:6000>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def start_call(core: Core, to_user: str = "alice") -> dict[int, Request]:
+    core.receive(invite(to_user), CALLER, "udp", NOW)
+    out = sends(core)
+    trying = to(CALLER[1], out)
+    assert [r.status for r in trying] == [100]  # type: ignore[union-attr]
+    forks = {item.port: parsed(item) for item in out if item.port != CALLER[1]}
+    return forks  # type: ignore[return-value]
+
+
+def test_invite_forks_to_every_contact_with_record_route_and_our_via() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002), binding("bob", 6003))
+    forks = start_call(core)
+    assert sorted(forks) == [6001, 6002]
+    for port, request in forks.items():
+        assert request.method == "INVITE"
+        assert request.uri == f"sip:alice@127.0.0.1:{port}"
+        assert request.max_forwards == 69
+        assert request.vias[0].host == "127.0.0.1" and request.vias[0].port == 5060
+        assert request.vias[1].branch == "z9hG4bKcaller1"
+        assert request.header_values("Record-Route") == ["<sip:127.0.0.1:5060;lr>"]
+    assert forks[6001].vias[0].branch != forks[6002].vias[0].branch
+
+
+def test_answer_cancels_the_other_branch_with_reason_and_reaches_the_caller() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    forks = start_call(core)
+    core.receive(reply(forks[6001], 180, to_tag="a1"), ("127.0.0.1", 6001), "udp", NOW + 0.1)
+    core.receive(reply(forks[6002], 180, to_tag="a2"), ("127.0.0.1", 6002), "udp", NOW + 0.1)
+    ringing = to(CALLER[1], sends(core))
+    assert [r.status for r in ringing] == [180, 180]  # type: ignore[union-attr]
+    assert all(len(r.vias) == 1 for r in ringing)
+    core.receive(reply(forks[6002], 200, to_tag="a2"), ("127.0.0.1", 6002), "udp", NOW + 2)
+    out = sends(core)
+    answered = to(CALLER[1], out)
+    assert [r.status for r in answered] == [200]  # type: ignore[union-attr]
+    cancels = to(6001, out)
+    assert [r.method for r in cancels] == ["CANCEL"]  # type: ignore[union-attr]
+    assert cancels[0].header("Reason") == 'SIP;cause=200;text="Call completed elsewhere"'
+    assert cancels[0].vias[0].branch == forks[6001].vias[0].branch
+    assert to(6002, out) == []
+
+
+def test_nobody_answers_the_caller_gets_480_after_ring_time_and_branches_are_cancelled_without_reason() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    forks = start_call(core)
+    for port, request in forks.items():
+        core.receive(reply(request, 180, to_tag=f"t{port}"), ("127.0.0.1", port), "udp", NOW + 0.1)
+    sends(core)
+    assert core.next_deadline() is not None
+    core.handle_timer(NOW + 29.9)
+    assert [s for s in sends(core) if s.port != CALLER[1] and b"CANCEL" in s.data[:6]] == []
+    core.handle_timer(NOW + 30.0)
+    out = sends(core)
+    cancels = [parsed(s) for s in out if s.port in forks]
+    assert sorted(c.method for c in cancels) == ["CANCEL", "CANCEL"]  # type: ignore[union-attr]
+    assert all(c.header("Reason") is None for c in cancels)
+    assert [r.status for r in to(CALLER[1], out)] == [480]  # type: ignore[union-attr]
+
+
+def test_busy_device_does_not_end_the_call_while_another_rings() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    forks = start_call(core)
+    core.receive(reply(forks[6002], 180, to_tag="x"), ("127.0.0.1", 6002), "udp", NOW + 0.1)
+    core.receive(reply(forks[6001], 486, to_tag="y"), ("127.0.0.1", 6001), "udp", NOW + 0.2)
+    out = sends(core)
+    assert [r.status for r in to(CALLER[1], out)] == [180]  # type: ignore[union-attr]
+    acks = to(6001, out)
+    assert [a.method for a in acks] == ["ACK"]  # type: ignore[union-attr]
+    core.receive(reply(forks[6002], 200, to_tag="x"), ("127.0.0.1", 6002), "udp", NOW + 3)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [200]  # type: ignore[union-attr]
+
+
+def test_all_busy_gives_486() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    forks = start_call(core)
+    for port, request in forks.items():
+        core.receive(reply(request, 486, to_tag=f"b{port}"), ("127.0.0.1", port), "udp", NOW + 0.2)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [486]  # type: ignore[union-attr]
+
+
+def test_caller_cancel_cancels_every_branch_and_gets_487() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    forks = start_call(core)
+    core.receive(reply(forks[6001], 180, to_tag="r"), ("127.0.0.1", 6001), "udp", NOW + 0.1)
+    sends(core)
+    cancel = invite(method="CANCEL").replace(b"CSeq: 1 CANCEL", b"CSeq: 1 CANCEL")
+    core.receive(cancel, CALLER, "udp", NOW + 1)
+    out = sends(core)
+    upstream = to(CALLER[1], out)
+    assert sorted((r.status, r.cseq.method) for r in upstream) == [(200, "CANCEL"), (487, "INVITE")]  # type: ignore[union-attr]
+    assert [r.method for r in to(6001, out)] == ["CANCEL"]  # type: ignore[union-attr]
+    # The branch that has not rung yet is cancelled once it does (§9.1).
+    assert to(6002, out) == []
+    core.receive(reply(forks[6002], 180, to_tag="late"), ("127.0.0.1", 6002), "udp", NOW + 1.5)
+    late = sends(core)
+    assert [r.method for r in to(6002, late)] == ["CANCEL"]  # type: ignore[union-attr]
+    assert to(CALLER[1], late) == []
+
+
+def test_unknown_user_404_known_user_without_device_480() -> None:
+    core = make_core(binding("alice", 6001))
+    core.receive(invite("nobody"), CALLER, "udp", NOW)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [100, 404]  # type: ignore[union-attr]
+    core.receive(invite("carol", branch="z9hG4bKc2", call_id="c2"), CALLER, "udp", NOW)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [100, 480]  # type: ignore[union-attr]
+
+
+def test_extension_reaches_the_user() -> None:
+    core = make_core(binding("alice", 6001))
+    forks = start_call(core, "11")
+    assert list(forks) == [6001]
+
+
+def test_max_forwards_zero_gives_483_and_options_to_proxy_gives_200() -> None:
+    core = make_core()
+    core.receive(invite(max_forwards=0), CALLER, "udp", NOW)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [100, 483]  # type: ignore[union-attr]
+    options = (
+        "OPTIONS sip:pbx.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.5:5099;branch=z9hG4bKopt\r\n"
+        "From: <sip:probe@pbx.local>;tag=1\r\nTo: <sip:pbx.local>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    core.receive(options, ("127.0.0.5", 5099), "udp", NOW)
+    assert [r.status for r in to(5099, sends(core))] == [200]  # type: ignore[union-attr]
+
+
+def test_retransmitted_invite_is_absorbed_not_forked_again() -> None:
+    core = make_core(binding("alice", 6001))
+    start_call(core)
+    core.receive(invite(), CALLER, "udp", NOW + 0.5)
+    out = sends(core)
+    assert all(item.port == CALLER[1] for item in out)
+
+
+def test_garbage_never_raises_and_is_logged() -> None:
+    core = make_core(binding("alice", 6001))
+    core.receive(b"\x00\xffnot sip at all", CALLER, "udp", NOW)
+    effects = core.effects()
+    assert any(isinstance(e, Log) and e.level == logging.WARNING for e in effects)
+    assert not any(isinstance(e, Send) for e in effects)
+
+
+def test_malformed_requests_get_their_status_or_are_dropped_and_logged() -> None:
+    core = make_core()
+    core.receive(invite().replace(b"Max-Forwards: 70", b"Max-Forwards: many"), CALLER, "udp", NOW)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [400]  # type: ignore[union-attr]
+    core.receive(invite().replace(b"INVITE sip:alice@", b"INVITE mailto:alice@"), CALLER, "udp", NOW)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [416]  # type: ignore[union-attr]
+    # Without a Call-ID no response can be built: dropped, and said so.
+    core.receive(invite().replace(b"Call-ID: call-1@test\r\n", b""), CALLER, "udp", NOW)
+    effects = core.effects()
+    assert not any(isinstance(e, Send) for e in effects)
+    assert any(isinstance(e, Log) and "call-id" in e.message.lower() for e in effects)
+
+
+def test_untrusted_caller_is_challenged_with_407() -> None:
+    core = make_core(binding("alice", 6001))
+    stranger = ("127.0.0.50", 5090)
+    core.receive(invite(source=stranger), stranger, "udp", NOW)
+    responses = to(stranger[1], sends(core))
+    assert [r.status for r in responses] == [100, 407]  # type: ignore[union-attr]
+    assert len(responses[1].header_lines("Proxy-Authenticate")) == 2
+
+
+def register(user: str, port: int, *, branch: str, cseq: int, authorization: str = "",
+             expires: int = 3600) -> bytes:
+    return (
+        f"REGISTER sip:pbx.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:{user}@pbx.local>;tag=r{port}\r\nTo: <sip:{user}@pbx.local>\r\n"
+        f"Call-ID: reg-{port}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\n"
+        f"Expires: {expires}\r\n{authorization}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_register_with_digest_then_a_call_rings_the_new_contact() -> None:
+    core = make_core()
+    source = ("127.0.0.1", 6100)
+    core.receive(register("bob", 6100, branch="z9hG4bKr1", cseq=1), source, "udp", NOW)
+    challenge = to(6100, sends(core))[0]
+    assert challenge.status == 401  # type: ignore[union-attr]
+    offered = [parse_challenge(value) for value in challenge.header_lines("WWW-Authenticate")]
+    assert [c.algorithm for c in offered] == ["SHA-256", "MD5"]
+    first = offered[0]
+    response = digest_response(algorithm="SHA-256", username="bob", realm=first.realm, password="bob-secret",
+                               method="REGISTER", uri="sip:pbx.local", nonce=first.nonce, cnonce="abc",
+                               nc="00000001", qop="auth")
+    authorization = (
+        f'Authorization: Digest username="bob", realm="{first.realm}", nonce="{first.nonce}", '
+        f'uri="sip:pbx.local", response="{response}", algorithm=SHA-256, cnonce="abc", nc=00000001, qop=auth\r\n'
+    )
+    core.receive(register("bob", 6100, branch="z9hG4bKr2", cseq=2, authorization=authorization), source, "udp",
+                 NOW + 1)
+    effects = core.effects()
+    kinds = [type(e).__name__ for e in effects if not isinstance(e, Log)]
+    assert kinds == ["SaveBinding", "Send"]  # stored before the 200 OK leaves
+    saved = next(e for e in effects if isinstance(e, SaveBinding)).binding
+    assert (saved.user, saved.source_port, saved.transport) == ("bob", 6100, "udp")
+    ok = parsed(next(e for e in effects if isinstance(e, Send)))
+    assert ok.status == 200  # type: ignore[union-attr]
+    core.receive(invite("bob"), CALLER, "udp", NOW + 2)
+    assert any(s.port == 6100 for s in sends(core))
+
+
+def test_in_dialog_bye_follows_the_route_to_the_contact() -> None:
+    core = make_core(binding("alice", 6001))
+    bye = (
+        "BYE sip:alice@127.0.0.1:6001 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch=z9hG4bKbye;rport\r\n"
+        "Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>\r\n"
+        "From: <sip:+4930123@pbx.local>;tag=caller-tag\r\nTo: <sip:alice@pbx.local>;tag=a1\r\n"
+        "Call-ID: call-1@test\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    core.receive(bye, CALLER, "udp", NOW)
+    out = sends(core)
+    forwarded = to(6001, out)
+    assert [r.method for r in forwarded] == ["BYE"]  # type: ignore[union-attr]
+    assert forwarded[0].header("Route") is None
+    core.receive(reply(forwarded[0], 200, to_tag="a1"), ("127.0.0.1", 6001), "udp", NOW + 0.1)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [200]  # type: ignore[union-attr]
