@@ -135,6 +135,10 @@ class Location:
         self._snapshot_until = until
         return self._snapshot
 
+    def bindings(self, user: str) -> list[Binding]:
+        """Every binding of ``user``, expired ones not yet removed included."""
+        return list(self._by_user.get(user, {}).values())
+
     def lookup(self, user: str, contact: str) -> Binding | None:
         """The user's binding for ``contact``: the same text, else an
         equivalent URI (RFC 3261 §10.3 step 7 compares with §19.1.4)."""
