@@ -320,6 +320,7 @@ class _Lines:
                         resolved += (arrays[resolved],)
                 resolved += (keys[-1],)
                 if double:
+                    self.where.setdefault(resolved, line)
                     arrays[resolved] = arrays.get(resolved, -1) + 1
                     resolved += (arrays[resolved],)
                 table = resolved
@@ -753,6 +754,7 @@ def _forwarding(table: Mapping[str, object], path: Path_, index: int, line: int 
     for key, owner in (("schedule", "schedule"), ("dates", "date")):
         if key in table and kind != owner:
             raise _Invalid(path + (key,), f'"{key}" belongs to type = "{owner}", but this rule is type = "{kind}"')
+    for key, owner in (("schedule", "schedule"), ("dates", "date")):
         if key not in table and kind == owner:
             raise _Invalid(path, f'type = "{owner}" needs "{key}"')
     windows: list[Window] = []

@@ -31,7 +31,7 @@ from attrs import frozen
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_INDEX = {name: index for index, name in enumerate(DAY_NAMES)}
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
-_WINDOW = re.compile(r"([0-9:]+)-([0-9:]+)")
+_WINDOW = re.compile(r"([0-9]{1,2}:[0-9]{2})-([0-9]{1,2}:[0-9]{2})")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 SCHEDULE_HINT = 'is not a weekday range with a time window like "mon-fri 08:00-18:00"'
