@@ -11,7 +11,8 @@ Decisions where RFC 3261 leaves a choice (all constructor arguments):
 - The AOR is the To URI's user part, looked up among ``[[user]]`` names
   whatever the host part says (phones are often set up with the proxy's IP
   address as their domain); a To without a configured user gets 404. The
-  Request-URI is not checked: this registrar serves one domain. The To user
+  Request-URI is not checked here (step 1 is the proxy's: it answers a
+  REGISTER for a foreign domain before calling the registrar). The To user
   is looked up *before* authenticating because the challenge offers that
   user's own ``digest_algorithms``; the price is that 404 vs 401 tells a
   stranger which user names exist.
@@ -134,8 +135,10 @@ class Registrar:
     def handle(
         self, request: Request, *, source: tuple[str, int], transport: str, now: float
     ) -> RegistrarResult:
-        """Process a REGISTER (RFC 3261 §10.3). Never raises for anything the
-        peer sent: a malformed header is answered with its status code."""
+        """Process a REGISTER (RFC 3261 §10.3). A malformed header is answered
+        with its status code; only a request whose top Via cannot be parsed
+        (so cannot be answered) raises RemoteProtocolError — the transaction
+        layer has parsed it before, so that does not happen through the core."""
         if request.method != "REGISTER":
             raise LocalProtocolError(f"the registrar got a {request.method}")
         who = f"{source[0]}:{source[1]}/{transport}"
@@ -279,7 +282,7 @@ class Registrar:
             if not isinstance(name_addr.uri, SipUri):
                 raise RemoteProtocolError(f"Contact {name_addr.uri} is not a SIP URI", status=416)
             expires = self._contact_expires(name_addr, header_expires)
-            if 0 < expires < self.min_expires:
+            if 0 < expires < min(self.min_expires, 3600):  # §10.3 step 7: only below an hour
                 too_brief.append(expires)
                 continue
             expires = min(expires, self.max_expires)

@@ -198,7 +198,7 @@ class Phone:
             )
         data = request_bytes(
             user=fields.pop("to_user", self.user),
-            via=f"{self.source[0]}:{self.source[1]}",
+            via=(f"[{self.source[0]}]" if ":" in self.source[0] else self.source[0]) + f":{self.source[1]}",
             call_id=self.call_id,
             cseq=self.cseq,
             contacts=self.contacts if contacts is None else contacts,
@@ -676,6 +676,18 @@ def test_over_the_limit_the_binding_expiring_first_goes(setup):
     ]
     assert len(location.contacts("alice", T0 + 20)) == 10
     assert len(contact_lines(result)) == 10
+
+
+def test_ipv6_phone(setup):
+    registrar, location, _ = setup
+    phone = Phone(registrar, source=("2001:db8::10", 5062), contacts=("<sip:alice@[2001:db8::10]:5062>",))
+    result = phone.register(T0)
+    assert result.status == 200
+    (binding,) = location.all()
+    assert (binding.contact, binding.source_host) == ("sip:alice@[2001:db8::10]:5062", "2001:db8::10")
+    top = parse_response(result).top_via
+    assert (top.received, top.rport) == ("2001:db8::10", 5062)
+    assert location.find_contact("sip:alice@[2001:DB8::10]:5062") == binding
 
 
 def test_response_without_rport_gets_received_only(setup):
