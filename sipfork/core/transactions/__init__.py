@@ -8,8 +8,8 @@ values out):
 - :class:`ClientTransaction` for a request we send: the INVITE client
   transaction (§17.1.1, RFC 6026 §7.2) or the non-INVITE one (§17.1.2).
 
-Every machine is one table, ``(state, event) -> (next state, action)``, right
-below; what happens on entering a state (arming timers) is in one method per
+Every machine is one table, ``(state, event) -> (next state, action)``, in
+``states.py``; what happens on entering a state (arming timers) is in one method per
 class, ``_enter``.  An event missing from the table is impossible in that state
 and raises :class:`TransactionError` naming both.  Events the RFC says to
 absorb are in the table with the action ``ABSORB`` and return ``[]``.  Every

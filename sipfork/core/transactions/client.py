@@ -120,7 +120,7 @@ class ClientTransaction(Transaction):
         self._event(status_event(response.status), now, out, response)
         return out
 
-    def cancelled(self, now: float) -> list[TimedOut | Terminated]:
+    def cancelled(self, now: float) -> list[Send | TimedOut | Terminated]:
         """The proxy sent a CANCEL for this INVITE (RFC 3261 §9.1).
 
         If no final response arrives within 64*T1, the transaction times out

@@ -21,6 +21,10 @@ class ServerState(enum.Enum):
     ACCEPTED = "Accepted"  # INVITE only (RFC 6026)
     TERMINATED = "Terminated"
 
+    # Members are singletons compared by identity: hash them the C way (the
+    # tables are looked up on every message; Enum.__hash__ is Python code).
+    __hash__ = object.__hash__
+
 
 class ClientState(enum.Enum):
     CALLING = "Calling"  # INVITE only
@@ -29,6 +33,8 @@ class ClientState(enum.Enum):
     COMPLETED = "Completed"
     ACCEPTED = "Accepted"  # INVITE only (RFC 6026)
     TERMINATED = "Terminated"
+
+    __hash__ = object.__hash__
 
 
 class Event(enum.Enum):
@@ -53,6 +59,8 @@ class Event(enum.Enum):
     TIMER_L = "Timer L"
     TIMER_M = "Timer M"
     TIMER_CANCEL = "64*T1 after CANCEL"  # RFC 3261 §9.1, no letter
+
+    __hash__ = object.__hash__
 
 
 class Action(enum.Enum):
