@@ -150,6 +150,14 @@ class Forwarding:
     duration: int | None = 30  # None: "unlimited"
     targets: tuple[Target, ...] = ()
 
+    name: str = field(init=False, eq=False, repr=False)  # "rule 2 (schedule mon-fri 08:00-18:00)"
+
+    def __attrs_post_init__(self) -> None:
+        callers = ""
+        if self.callers:
+            callers = ", callers " + " ".join(pattern.text for pattern in self.callers)
+        object.__setattr__(self, "name", f"rule {self.index + 1} ({self.condition}{callers})")
+
     @property
     def condition(self) -> str:
         """``schedule mon-fri 08:00-18:00``, ``date 2026-12-24``, ``always``."""
@@ -159,14 +167,6 @@ class Forwarding:
         if self.type == "date":
             return "date " + ", ".join(r.text for r in self.dates)
         return "always"
-
-    @property
-    def name(self) -> str:
-        """``rule 2 (schedule mon-fri 08:00-18:00)``: counted from 1 as written."""
-        callers = ""
-        if self.callers:
-            callers = ", callers " + " ".join(pattern.text for pattern in self.callers)
-        return f"rule {self.index + 1} ({self.condition}{callers})"
 
 
 @frozen(kw_only=True)

@@ -38,7 +38,7 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Mapping, Sequence
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from sipfork.bindings import Binding
 from sipfork.config import Config, Forwarding, Number, Target
@@ -145,12 +145,13 @@ def plan_call(
 def _number_plan(config: Config, number: Number, caller: str | None, at: dt.datetime,
                  registrations: Registrations, now: float) -> Plan:
     decision = decide(number, caller=caller, local=local_time(config, at))
-    rules = [_rule(config, number, rule, registrations, now) for rule in decision.applying]
+    devices = _Devices(registrations, now)
+    rules = [_rule(config, number, rule, devices) for rule in decision.applying]
     otherwise = number.otherwise
     if isinstance(otherwise, int):
         final = Otherwise(status=otherwise)
     elif otherwise.kind in ("user", "group"):
-        branches = _expand(config, number, otherwise, registrations, now)
+        branches = _expand(config, number, otherwise, devices)
         rules.append(Rule(
             name=f"otherwise ({otherwise.text})",
             ringing="parallel",
@@ -161,20 +162,19 @@ def _number_plan(config: Config, number: Number, caller: str | None, at: dt.date
         ))
         final = Otherwise()
     else:
-        branches = _expand(config, number, otherwise, registrations, now)
+        branches = _expand(config, number, otherwise, devices)
         final = Otherwise(branch=branches[0])
     return Plan(target=f"number {number.number}", rules=tuple(rules), otherwise=final, notes=decision.notes)
 
 
-def _rule(config: Config, number: Number, forwarding: Forwarding,
-          registrations: Registrations, now: float) -> Rule:
+def _rule(config: Config, number: Number, forwarding: Forwarding, devices: _Devices) -> Rule:
     if forwarding.ringing == "sequential":
-        return _sequential(config, number, forwarding, registrations, now)
+        return _sequential(config, number, forwarding, devices)
     limit = forwarding.duration
     branches: dict[str, Branch] = {}
     missing: list[str] = []
     for target in forwarding.targets:
-        expanded = _expand(config, number, target, registrations, now)
+        expanded = _expand(config, number, target, devices)
         if not expanded:
             missing.append(target.text)
             continue
@@ -190,13 +190,9 @@ def _rule(config: Config, number: Number, forwarding: Forwarding,
                 earlier_end = None if earlier.duration is None else earlier.start + earlier.duration
                 merged_end = None if end is None or earlier_end is None else max(end, earlier_end)
                 start_ = min(start, earlier.start)
-                branches[branch.key] = evolve(
-                    earlier, start=start_, duration=None if merged_end is None else merged_end - start_
-                )
+                branches[branch.key] = _placed(earlier, start_, None if merged_end is None else merged_end - start_)
             else:
-                branches[branch.key] = evolve(
-                    branch, start=start, duration=None if end is None else end - start
-                )
+                branches[branch.key] = _placed(branch, start, None if end is None else end - start)
     return Rule(
         name=forwarding.name,
         ringing="parallel",
@@ -207,14 +203,13 @@ def _rule(config: Config, number: Number, forwarding: Forwarding,
     )
 
 
-def _sequential(config: Config, number: Number, forwarding: Forwarding,
-                registrations: Registrations, now: float) -> Rule:
+def _sequential(config: Config, number: Number, forwarding: Forwarding, devices: _Devices) -> Rule:
     branches: dict[str, Branch] = {}
     missing: list[str] = []
     offset = 0.0
     unlimited = False
     for target in forwarding.targets:
-        expanded = _expand(config, number, target, registrations, now)
+        expanded = _expand(config, number, target, devices)
         if not expanded:
             missing.append(target.text)
             continue
@@ -223,9 +218,7 @@ def _sequential(config: Config, number: Number, forwarding: Forwarding,
             continue
         duration = target.duration if target.duration is not None else forwarding.duration
         for branch in fresh:
-            branches[branch.key] = evolve(
-                branch, start=offset, duration=None if duration is None else float(duration)
-            )
+            branches[branch.key] = _placed(branch, offset, None if duration is None else float(duration))
         if duration is None:
             unlimited = True
         else:
@@ -243,21 +236,45 @@ def _sequential(config: Config, number: Number, forwarding: Forwarding,
 # ---------------------------------------------------------------- targets → branches
 
 
-def _expand(config: Config, number: Number, target: Target, registrations: Registrations,
-            now: float) -> tuple[Branch, ...]:
+class _Devices:
+    """The devices of each user, worked out once per call."""
+
+    __slots__ = ("registrations", "now", "known")
+
+    def __init__(self, registrations: Registrations, now: float) -> None:
+        self.registrations = registrations
+        self.now = now
+        self.known: dict[str, tuple[Branch, ...]] = {}
+
+    def __call__(self, user: str) -> tuple[Branch, ...]:
+        branches = self.known.get(user)
+        if branches is None:
+            branches = self.known[user] = _devices(user, self.registrations, self.now)
+        return branches
+
+
+def _expand(config: Config, number: Number, target: Target, devices: _Devices) -> tuple[Branch, ...]:
     if target.kind == "user":
-        return _devices(target.value, registrations, now)
+        return devices(target.value)
     if target.kind == "group":
         group = config.group(target.value)
         seen: dict[str, Branch] = {}
         for member in group.members if group else ():
-            for branch in _devices(member, registrations, now):
+            for branch in devices(member):
                 seen.setdefault(branch.key, branch)
         return tuple(seen.values())
     if target.kind == "external":
         return (_external(config, target.gateway or "", target.value, diverted_from=number.number),)
     hop = target.hop or Hop(host="127.0.0.1", port=5060, transport="udp")
     return (Branch(key=f"uri:{target.value}", label=target.value, request_uri=target.value, hop=hop),)
+
+
+def _placed(branch: Branch, start: float, duration: float | None) -> Branch:
+    """``branch`` ringing from ``start`` for ``duration`` (a plain constructor call: this is the hot path)."""
+    if start == branch.start and duration == branch.duration:
+        return branch
+    return Branch(key=branch.key, label=branch.label, request_uri=branch.request_uri, hop=branch.hop,
+                  start=start, duration=duration, gateway=branch.gateway, headers=branch.headers)
 
 
 def _rank(binding: Binding) -> tuple[object, ...]:
