@@ -1,0 +1,402 @@
+"""The measurements: contacts, a batch of calls, fork latency, throughput
+steps, registration memory, and the smoke run.
+
+One proxy at a time: the harness starts it, registers the three contacts,
+measures, stops it, then does the same for the next proxy, so the two never
+compete for the machine's cores.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import capture, sipp
+from .layout import PASSWORD, USER, Layout
+from .proxies import Proxy
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# --- contacts --------------------------------------------------------------
+
+
+def register_contacts(proxy: Proxy, layout: Layout, workdir: Path, log: Log = _quiet) -> dict:
+    """REGISTER the three contacts of the bench user, each from its own
+    address and port (the proxy may route to the Contact or to the source)."""
+    results = {}
+    for i, ep in enumerate(layout.contacts):
+        inf = sipp.write_injection(
+            workdir / f"contact{i}.csv", [(USER, ep.host, ep.port, PASSWORD)]
+        )
+        p = sipp.SippProcess(
+            f"register-contact{i}",
+            sipp.register_args(ep, proxy.address, inf, count=1, rate=10, limit=1),
+            workdir,
+            timeout_s=15,
+        )
+        p.wait(20)
+        p.stop()
+        st = p.stats()
+        results[f"{ep.host}:{ep.port}"] = st.successful == 1
+        if st.successful != 1:
+            n, events = p.errors()
+            raise BenchError(
+                f"{proxy.name}: contact {ep.host}:{ep.port} did not register "
+                f"(sipp exit {p.returncode}; {n} errors):\n" + "\n".join(events) + p.stderr_text()
+            )
+    log(f"  {proxy.name}: 3 contacts registered")
+    return results
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --- one batch of calls ----------------------------------------------------
+
+
+@dataclass
+class CallBatch:
+    rate: float
+    calls: int
+    wall_s: float
+    caller: sipp.SippStats
+    contacts: list[sipp.SippStats]
+    proxy_cpu_s: float
+    sipp_cpu_s: float
+    caller_exit: int | None
+    error_count: int
+    first_errors: list[str]
+
+    @property
+    def completed(self) -> int:
+        return self.caller.successful
+
+    @property
+    def failed(self) -> int:
+        # calls the caller did not complete, and contacts' calls that failed
+        # or never ended (a contact that saw fewer INVITEs than calls is
+        # covered by the caller's own failures)
+        unfinished = self.calls - self.caller.successful - self.caller.failed
+        contact_failed = sum(c.failed + c.current for c in self.contacts)
+        return self.caller.failed + max(0, unfinished) + contact_failed
+
+    @property
+    def retransmissions(self) -> int:
+        return self.caller.retransmissions + sum(c.retransmissions for c in self.contacts)
+
+    @property
+    def cpu_per_call_ms(self) -> float | None:
+        return 1000 * self.proxy_cpu_s / self.completed if self.completed else None
+
+    def as_dict(self) -> dict:
+        return {
+            "rate": self.rate,
+            "calls": self.calls,
+            "wall_s": round(self.wall_s, 3),
+            "completed": self.completed,
+            "failed": self.failed,
+            "retransmissions": self.retransmissions,
+            "proxy_cpu_s": round(self.proxy_cpu_s, 3),
+            "cpu_per_call_ms": None if self.cpu_per_call_ms is None else round(self.cpu_per_call_ms, 4),
+            "sipp_cpu_s": round(self.sipp_cpu_s, 3),
+            "caller_exit": self.caller_exit,
+            "caller": self.caller.as_dict(),
+            "contacts": [c.as_dict() for c in self.contacts],
+            "error_count": self.error_count,
+            "first_errors": self.first_errors,
+        }
+
+
+def run_calls(
+    proxy: Proxy,
+    layout: Layout,
+    workdir: Path,
+    *,
+    rate: float,
+    calls: int,
+    tag: str,
+    on_started: Callable[[], None] | None = None,
+) -> CallBatch:
+    """Start the three contacts, place `calls` calls at `rate`, stop everything,
+    and collect every SIPp process's statistics and the proxy's CPU time."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    duration = calls / rate
+    limit_s = duration + 30
+    contacts = [
+        sipp.SippProcess(
+            f"{tag}-contact{i}",
+            sipp.contact_args(ep, answers=(i == 0), calls=calls),
+            workdir,
+            timeout_s=limit_s + 20,
+        )
+        for i, ep in enumerate(layout.contacts)
+    ]
+    time.sleep(0.4)  # let the contacts bind their sockets
+    for c in contacts:
+        if not c.running():
+            for other in contacts:
+                other.stop()
+            raise BenchError(f"SIPp contact {c.name} exited at start:\n{c.stderr_text()}")
+    if on_started:
+        on_started()
+    cpu0 = proxy.cpu_seconds()
+    sipp_cpu0 = sipp.sipp_cpu_children()
+    t0 = time.monotonic()
+    caller = sipp.SippProcess(
+        f"{tag}-caller",
+        sipp.caller_args(layout.caller, proxy.address, rate=rate, calls=calls),
+        workdir,
+        timeout_s=limit_s,
+    )
+    caller.wait(limit_s + 5)
+    caller.stop()
+    # the contacts end by themselves once they have seen every call
+    deadline = time.monotonic() + 3
+    for c in contacts:
+        c.wait(deadline - time.monotonic())
+    for c in contacts:
+        c.stop(grace=sipp.RECV_TIMEOUT_MS / 1000 + 1)
+    wall = time.monotonic() - t0
+    cpu1 = proxy.cpu_seconds()
+    sipp_cpu1 = sipp.sipp_cpu_children()
+    errors = 0
+    first: list[str] = []
+    for p in [caller, *contacts]:
+        n, events = p.errors(limit=3)
+        errors += n
+        first += [f"[{p.name}] {e}" for e in events]
+    return CallBatch(
+        rate=rate,
+        calls=calls,
+        wall_s=wall,
+        caller=caller.stats(),
+        contacts=[c.stats() for c in contacts],
+        proxy_cpu_s=cpu1 - cpu0,
+        sipp_cpu_s=sipp_cpu1 - sipp_cpu0,
+        caller_exit=caller.returncode,
+        error_count=errors,
+        first_errors=first[:6],
+    )
+
+
+# --- fork latency ----------------------------------------------------------
+
+
+def latency(
+    proxy: Proxy,
+    layout: Layout,
+    workdir: Path,
+    *,
+    runs: int,
+    calls: int,
+    rate: float,
+    log: Log = _quiet,
+) -> list[dict]:
+    """`runs` batches at low load, each captured on loopback and matched."""
+    out = []
+    for run in range(runs):
+        pcap = workdir / f"latency-{run}.pcap"
+        cap = capture.Capture(pcap, capture.capture_filter(layout.sipp_endpoints))
+        cap.start()
+        try:
+            batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag=f"latency-{run}")
+        finally:
+            cap.stop()
+        result = capture.analyse(pcap, layout.caller, layout.contacts)
+        result["batch"] = batch.as_dict()
+        result["capture_dropped"] = cap.dropped()
+        out.append(result)
+        s = result["summary"]
+        log(
+            f"  {proxy.name} latency run {run + 1}/{runs}: {batch.completed}/{calls} calls, "
+            f"first branch p50 {s['invite_first_branch']['p50']:.0f} us, "
+            f"last branch p50 {s['invite_last_branch']['p50']:.0f} us, "
+            f"200->last CANCEL p50 {s['ok_last_cancel']['p50']:.0f} us"
+        )
+    return out
+
+
+# --- throughput ------------------------------------------------------------
+
+
+def throughput(
+    proxy: Proxy,
+    layout: Layout,
+    workdir: Path,
+    *,
+    rates: list[float],
+    step_s: float,
+    log: Log = _quiet,
+    stop_after_failures: int = 1,
+) -> list[dict]:
+    """Step the call rate up; stop after the first step with failed calls or
+    retransmissions (or when the proxy died)."""
+    steps = []
+    bad = 0
+    for rate in rates:
+        calls = max(1, int(round(rate * step_s)))
+        load0 = os.getloadavg()[0]
+        batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag=f"step-{rate:g}")
+        step = batch.as_dict()
+        step["late_s"] = round(batch.wall_s - step_s, 2)
+        step["load_before"] = round(load0, 2)
+        step["clean"] = batch.failed == 0 and batch.retransmissions == 0 and batch.completed == calls
+        steps.append(step)
+        cpc = batch.cpu_per_call_ms
+        log(
+            f"  {proxy.name} {rate:g} calls/s: {batch.completed}/{calls} completed, "
+            f"{batch.failed} failed, {batch.retransmissions} retransmissions, "
+            f"CPU {'-' if cpc is None else f'{cpc:.3f}'} ms/call, "
+            f"wall {batch.wall_s:.1f} s"
+        )
+        if not proxy.alive():
+            log(f"  {proxy.name} died: {proxy.log_tail(500)}")
+            break
+        if not step["clean"]:
+            bad += 1
+            if bad >= stop_after_failures:
+                break
+        time.sleep(1.0)
+    return steps
+
+
+def max_clean_rate(steps: list[dict]) -> float | None:
+    """The highest rate below the first unclean step that was clean."""
+    best = None
+    for s in steps:
+        if not s["clean"]:
+            break
+        best = s["rate"]
+    return best
+
+
+# --- memory ----------------------------------------------------------------
+
+
+def bulk_users(n: int) -> list[str]:
+    return [f"u{i:06d}" for i in range(1, n + 1)]
+
+
+def register_many(
+    proxy: Proxy,
+    layout: Layout,
+    workdir: Path,
+    users: list[str],
+    *,
+    tag: str,
+    rate: float,
+    limit: int,
+    time_budget_s: float,
+) -> dict:
+    """REGISTER one contact for each user as fast as the proxy answers
+    (at most `limit` outstanding), within a time budget."""
+    ep = layout.registrar_client
+    rows = [(u, layout.bulk_contact_host, layout.bulk_contact_port, PASSWORD) for u in users]
+    inf = sipp.write_injection(workdir / f"{tag}.csv", rows)
+    p = sipp.SippProcess(
+        tag,
+        sipp.register_args(
+            ep, proxy.address, inf, count=len(users), rate=rate, limit=limit
+        ),
+        workdir,
+        timeout_s=time_budget_s,
+    )
+    p.wait(time_budget_s + 10)
+    p.stop()
+    st = p.stats()
+    n, events = p.errors(limit=3)
+    wall = p.wall_s
+    return {
+        "requested": len(users),
+        "registered": st.successful,
+        "failed": st.failed,
+        "retransmissions": st.retransmissions,
+        "wall_s": round(wall, 2),
+        "per_second": round(st.successful / st.elapsed_s, 1) if st.elapsed_s else None,
+        "within_budget": st.successful == len(users),
+        "error_count": n,
+        "first_errors": events,
+    }
+
+
+def memory(
+    make_proxy: Callable[[list[str]], Proxy],
+    layout: Layout,
+    workdir: Path,
+    *,
+    counts: list[int],
+    rate: float,
+    limit: int,
+    time_budget_s: float,
+    log: Log = _quiet,
+) -> dict:
+    """Start the proxy knowing max(counts) users, then register one contact
+    per user in stages, measuring memory after each stage."""
+    total = max(counts)
+    users = bulk_users(total)
+    t0 = time.monotonic()
+    proxy = make_proxy(users)
+    proxy.start(ready_timeout=120)
+    result: dict = {"users_configured": total, "start_s": round(time.monotonic() - t0, 2)}
+    try:
+        time.sleep(1.0)
+        base = proxy.memory()
+        result["baseline"] = base.__dict__
+        log(f"  {proxy.name} with {total} users configured: PSS {base.pss_sum_kib / 1024:.1f} MiB")
+        stages = []
+        done = 0
+        budget_left = time_budget_s
+        for count in sorted(counts):
+            batch = users[done:count]
+            if not batch:
+                continue
+            t = time.monotonic()
+            reg = register_many(
+                proxy, layout, workdir, batch, tag=f"register-{count}", rate=rate,
+                limit=limit, time_budget_s=max(5.0, budget_left),
+            )  # fmt: skip
+            budget_left -= time.monotonic() - t
+            done += reg["registered"]
+            time.sleep(1.0)
+            mem = proxy.memory()
+            stage = {
+                "target": count,
+                "registered_total": done,
+                "registration": reg,
+                "memory": mem.__dict__,
+                "proxy_cpu_s": round(proxy.cpu_seconds(), 2),
+            }
+            stages.append(stage)
+            log(
+                f"  {proxy.name}: {done} contacts registered "
+                f"({reg['per_second']} REGISTER/s, {reg['failed']} failed), "
+                f"PSS {mem.pss_sum_kib / 1024:.1f} MiB, RSS(main) {mem.rss_main_kib / 1024:.1f} MiB"
+            )
+            if reg["registered"] < len(batch) or budget_left <= 0 or not proxy.alive():
+                result["stopped_early"] = (
+                    f"stopped at {done} of {total} contacts "
+                    f"({'time budget' if budget_left <= 0 else 'failures'})"
+                )
+                break
+        result["stages"] = stages
+    finally:
+        proxy.stop()
+    return result
+
+
+# --- smoke -----------------------------------------------------------------
+
+
+def smoke(proxy: Proxy, layout: Layout, workdir: Path, *, calls: int, rate: float, log: Log) -> dict:
+    register_contacts(proxy, layout, workdir, log)
+    batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag="smoke")
+    return batch.as_dict()

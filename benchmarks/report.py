@@ -1,0 +1,439 @@
+"""RESULTS.md and the PNG plots from one run's results.json.
+
+Every figure of sipfork is shown beside Kamailio's from the same run, and as
+the ratio sipfork / Kamailio (above 1: sipfork is slower, costs more CPU or
+memory; for rates, above 1: sipfork sustains more).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from .capture import METRICS
+from .layout import BENCH_DIR, PLOTS_DIR, RESULTS_MD
+
+PROXIES = ("sipfork", "kamailio")
+COLORS = {"sipfork": "tab:blue", "kamailio": "tab:orange"}
+
+
+def write(results: dict, path: Path = RESULTS_MD, plots_dir: Path = PLOTS_DIR) -> Path:
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    figures = plots(results, plots_dir)
+    rel = {k: v.relative_to(path.parent).as_posix() for k, v in figures.items()}
+    path.write_text(markdown(results, rel))
+    return path
+
+
+# --- numbers -------------------------------------------------------------------
+
+
+def _fmt(x, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if digits == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def _ratio(a, b, digits: int = 2) -> str:
+    if a is None or b is None or not b or any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
+        return "–"
+    return f"{a / b:.{digits}f}×"
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(values) if values else None
+
+
+def latency_table(results: dict) -> dict[str, dict[str, dict[str, float | None]]]:
+    """metric -> proxy -> {p50, p90, p99, max}: the median of each over the runs."""
+    out: dict = {}
+    for metric in METRICS:
+        out[metric] = {}
+        for name in PROXIES:
+            runs = results["proxies"].get(name, {}).get("latency") or []
+            if not runs:
+                continue
+            out[metric][name] = {
+                q: _median([r["summary"][metric][q] for r in runs]) for q in ("p50", "p90", "p99", "max")
+            }
+            out[metric][name]["n"] = sum(r["summary"][metric]["n"] for r in runs)
+    return out
+
+
+def _present(results: dict) -> list[str]:
+    return [p for p in PROXIES if p in results.get("proxies", {})]
+
+
+def markdown(results: dict, figures: dict[str, str]) -> str:
+    meta = results["meta"]
+    m = meta["machine"]
+    opts = meta["options"]
+    present = _present(results)
+    both = all(p in present for p in PROXIES)
+    lines = [
+        "# sipfork benchmark results",
+        "",
+        "sipfork (pure-Python registrar and forking proxy) beside Kamailio doing the same job:",
+        "registrar, parallel forking of each INVITE to every registered contact, Record-Route.",
+        "How it is measured: [README.md](README.md). Ratios are sipfork / Kamailio from this same run.",
+        "",
+        f"- Date: {meta['date']}",
+        f"- Command: `{meta['command']}`" + (" (quick mode)" if opts.get("quick") else ""),
+        f"- Machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}",
+        f"- Load before: `{meta['uptime_before']}`",
+        f"- Load after: `{meta.get('uptime_after', '?')}`",
+        f"- Versions: sipfork {meta['versions']['sipfork']} (git {meta['versions']['git']}), "
+        f"{meta['versions'].get('kamailio') or 'Kamailio not run'}, SIPp {meta['versions']['sipp']}",
+        "",
+    ]
+    warnings = _warnings(results)
+    if warnings:
+        lines += ["## Read this first", ""] + [f"- {w}" for w in warnings] + [""]
+
+    # latency
+    if any(results["proxies"].get(p, {}).get("latency") for p in present):
+        lines += [
+            "## Fork latency at low load",
+            "",
+            f"{opts['latency_calls']} calls at {opts['latency_rate']:g} calls/s, "
+            f"{opts['latency_runs']} run(s) per proxy; from a packet capture on loopback, matched by "
+            "Call-ID and Via branch. Microseconds; each percentile is the median over the runs.",
+            "",
+            "| measure | proxy | p50 | p90 | p99 | max | samples |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        table = latency_table(results)
+        for metric, label in METRICS.items():
+            row = table[metric]
+            for name in present:
+                if name in row:
+                    r = row[name]
+                    lines.append(
+                        f"| {label} | {name} | {_fmt(r['p50'])} | {_fmt(r['p90'])} | {_fmt(r['p99'])} | {_fmt(r['max'])} | {r['n']} |"
+                    )
+            if both and all(p in row for p in PROXIES):
+                s, k = row["sipfork"], row["kamailio"]
+                lines.append(
+                    f"| | **ratio** | {_ratio(s['p50'], k['p50'])} | {_ratio(s['p90'], k['p90'])} | "
+                    f"{_ratio(s['p99'], k['p99'])} | {_ratio(s['max'], k['max'])} | |"
+                )
+        lines.append("")
+        for name in present:
+            runs = results["proxies"][name].get("latency") or []
+            if runs:
+                comp = [r["completeness"] for r in runs]
+                calls = sum(c["calls"] for c in comp)
+                full = sum(next(v for k, v in c.items() if k.endswith("_branches")) for c in comp)
+                cancels = sum(next(v for k, v in c.items() if k.endswith("_cancels")) for c in comp)
+                failed = sum(r["batch"]["failed"] for r in runs)
+                lines.append(
+                    f"- {name}: {calls} calls captured, {full} forked to all 3 contacts, "
+                    f"{cancels} with both CANCELs, {failed} failed calls."
+                )
+        if "latency" in figures:
+            lines += ["", f"![latency distributions]({figures['latency']})"]
+        lines.append("")
+
+    # throughput
+    if any(results["proxies"].get(p, {}).get("throughput") for p in present):
+        lines += [
+            "## Throughput and CPU per call",
+            "",
+            f"Steps of {opts['step_s']:g} s; a step is clean with zero failed calls and zero "
+            "retransmissions in every SIPp process (caller and the 3 contacts); stepping stops after "
+            "the first unclean step. CPU per call: utime+stime of all the proxy's processes over the "
+            "step ÷ calls completed. SIPp runs on the same 2 cores (its CPU is shown too).",
+            "",
+        ]
+        mx = {p: results["proxies"].get(p, {}).get("max_clean_rate") for p in present}
+        for p in present:
+            if "throughput" in results["proxies"].get(p, {}):
+                lines.append(f"- Highest clean rate, {p}: **{_fmt(mx[p])} calls/s**")
+        if both:
+            lines.append(f"- Ratio sipfork / Kamailio: {_ratio(mx.get('sipfork'), mx.get('kamailio'))}")
+        lines += [
+            "",
+            "| calls/s | proxy | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | wall s |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        by_rate: dict[float, dict[str, dict]] = {}
+        for p in present:
+            for s in results["proxies"][p].get("throughput") or []:
+                by_rate.setdefault(s["rate"], {})[p] = s
+        for rate in sorted(by_rate):
+            for p in present:
+                s = by_rate[rate].get(p)
+                if s:
+                    lines.append(
+                        f"| {rate:g} | {p} | {s['completed']}/{s['calls']} | {s['failed']} | "
+                        f"{s['retransmissions']} | {_fmt(s['cpu_per_call_ms'], 3)} | {_fmt(s['proxy_cpu_s'], 2)} | "
+                        f"{_fmt(s['sipp_cpu_s'], 2)} | {_fmt(s['wall_s'], 1)} |"
+                    )
+            if both and all(p in by_rate[rate] for p in PROXIES):
+                s, k = by_rate[rate]["sipfork"], by_rate[rate]["kamailio"]
+                lines.append(
+                    f"| {rate:g} | **ratio** | | | | {_ratio(s['cpu_per_call_ms'], k['cpu_per_call_ms'])} | "
+                    f"{_ratio(s['proxy_cpu_s'], k['proxy_cpu_s'])} | | |"
+                )
+        if "cpu" in figures:
+            lines += ["", f"![CPU per call against rate]({figures['cpu']})"]
+        lines.append("")
+
+    # memory
+    if any(results["proxies"].get(p, {}).get("memory") for p in present):
+        lines += [
+            "## Memory and registrations",
+            "",
+            "Each proxy starts knowing N users (sipfork: N `[[user]]` entries, all with MD5 digest; "
+            "Kamailio: one password for everyone, no user list), then SIPp registers one contact "
+            "per user (REGISTER, 401, REGISTER with credentials, 200), at most "
+            f"{opts['register_limit']} outstanding. Memory is the PSS summed over all the proxy's "
+            "processes (Kamailio's workers share memory; RSS would count it once per process).",
+            "",
+            "| contacts | proxy | PSS MiB | RSS main MiB | processes | REGISTER/s | failed | retrans. |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        stages: dict[int, dict[str, dict]] = {}
+        for p in present:
+            mem = results["proxies"][p].get("memory") or {}
+            if "baseline" in mem:
+                stages.setdefault(0, {})[p] = {"memory": mem["baseline"], "registration": None}
+            for st in mem.get("stages", []):
+                stages.setdefault(st["registered_total"], {})[p] = st
+        for count in sorted(stages):
+            for p in present:
+                st = stages[count].get(p)
+                if st:
+                    reg = st["registration"] or {}
+                    mm = st["memory"]
+                    lines.append(
+                        f"| {count:,} | {p} | {mm['pss_sum_kib'] / 1024:.1f} | {mm['rss_main_kib'] / 1024:.1f} | "
+                        f"{mm['processes']} | {_fmt(reg.get('per_second'))} | {reg.get('failed', '–')} | "
+                        f"{reg.get('retransmissions', '–')} |"
+                    )
+            if both and all(p in stages[count] for p in PROXIES):
+                s, k = stages[count]["sipfork"], stages[count]["kamailio"]
+                sr, kr = s["registration"] or {}, k["registration"] or {}
+                lines.append(
+                    f"| {count:,} | **ratio** | {_ratio(s['memory']['pss_sum_kib'], k['memory']['pss_sum_kib'])} | | | "
+                    f"{_ratio(sr.get('per_second'), kr.get('per_second'))} | | |"
+                )
+        lines.append("")
+        for p in present:
+            mem = results["proxies"][p].get("memory") or {}
+            if mem.get("stages") and "baseline" in mem:
+                last = mem["stages"][-1]
+                n = last["registered_total"]
+                if n:
+                    per = (last["memory"]["pss_sum_kib"] - mem["baseline"]["pss_sum_kib"]) * 1024 / n
+                    lines.append(
+                        f"- {p}: {per:,.0f} bytes per registered contact (PSS growth from start to {n:,} contacts); "
+                        f"start-up with {mem['users_configured']:,} users took {mem['start_s']} s."
+                    )
+            if mem.get("stopped_early"):
+                lines.append(f"- {p}: {mem['stopped_early']}.")
+            if mem.get("error"):
+                lines.append(f"- {p}: memory test failed: {mem['error'][:300]}")
+        if "memory" in figures:
+            lines += ["", f"![memory against contacts]({figures['memory']})"]
+        lines.append("")
+
+    # micro
+    micro = results.get("micro")
+    if micro:
+        lines += ["## Micro-benchmarks (pure layers, no sockets)", ""]
+        if micro.get("benchmarks"):
+            lines += [
+                "pytest-benchmark on `benchmarks/test_micro.py`.",
+                "",
+                "| benchmark | median µs | min µs | ops/s | rounds |",
+                "| --- | ---: | ---: | ---: | ---: |",
+            ]
+            for b in micro["benchmarks"]:
+                lines.append(
+                    f"| {b['name']} | {b['median_us']:.1f} | {b['min_us']:.1f} | {b['ops']:,.0f} | {b['rounds']} |"
+                )
+        else:
+            tail = (micro.get("output_tail") or "").strip().splitlines()[-3:]
+            lines.append("Not measured: " + " / ".join(tail))
+        lines.append("")
+
+    lines += _errors_section(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _warnings(results: dict) -> list[str]:
+    out = []
+    meta = results["meta"]
+    load = _load1(meta.get("uptime_before", ""))
+    nproc = meta["machine"].get("nproc") or 1
+    if load is not None and load > 0.3 * nproc:
+        out.append(
+            f"The machine was busy before the run (1-minute load {load:.2f} on {nproc} cores): "
+            "other work competed for the CPU, so latencies and the highest rate are pessimistic."
+        )
+    for p in _present(results):
+        r = results["proxies"][p]
+        for key in ("uptime_before", "uptime_after"):
+            load = _load1(r.get(key, ""))
+            if load is not None and load > 1.2 * nproc:
+                out.append(f"Load was {load:.2f} around the {p} measurements ({key.replace('_', ' ')}).")
+        if r.get("error"):
+            out.append(f"{p}: {r['error'].splitlines()[0][:300]}")
+    if not all(p in results["proxies"] for p in PROXIES):
+        missing = [p for p in PROXIES if p not in results["proxies"]]
+        out.append(f"Not measured in this run: {', '.join(missing)} (no ratios).")
+    return out
+
+
+def _load1(uptime: str) -> float | None:
+    if "load average:" not in uptime:
+        return None
+    try:
+        return float(uptime.split("load average:")[1].split(",")[0])
+    except ValueError:
+        return None
+
+
+def _errors_section(results: dict) -> list[str]:
+    lines = []
+    for p in _present(results):
+        r = results["proxies"][p]
+        examples = []
+        for run in r.get("latency") or []:
+            examples += run["batch"].get("first_errors") or []
+        for s in r.get("throughput") or []:
+            if not s["clean"]:
+                examples += s.get("first_errors") or []
+                causes = {}
+                for c in [s["caller"], *s["contacts"]]:
+                    for k, v in c["failed_by_cause"].items():
+                        causes[k] = causes.get(k, 0) + v
+                if causes:
+                    examples.insert(
+                        0, f"at {s['rate']:g} calls/s failed calls by cause: "
+                        + ", ".join(f"{k} {v}" for k, v in sorted(causes.items()))
+                    )
+        if examples:
+            lines += [f"### What SIPp reported for {p}", "", "```"]
+            for e in examples[:4]:
+                lines += [e[:700], ""]
+            lines += ["```", ""]
+    return (["## Failures seen", ""] + lines) if lines else []
+
+
+# --- plots ---------------------------------------------------------------------
+
+
+def plots(results: dict, plots_dir: Path) -> dict[str, Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    out: dict[str, Path] = {}
+    present = _present(results)
+
+    # latency: empirical CDFs, one panel per measure
+    if any(results["proxies"].get(p, {}).get("latency") for p in present):
+        metrics = ["invite_first_branch", "invite_last_branch", "ok_first_cancel", "ok_last_cancel"]
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=False)
+        table = latency_table(results)
+        for ax, metric in zip(axes.flat, metrics):
+            for p in present:
+                samples = []
+                for run in results["proxies"][p].get("latency") or []:
+                    samples += run["samples"][metric]
+                if not samples:
+                    continue
+                s = sorted(samples)
+                ys = [(i + 1) / len(s) for i in range(len(s))]
+                ax.step(s, ys, where="post", label=p, color=COLORS[p])
+            title = METRICS[metric]
+            row = table.get(metric, {})
+            if all(p in row for p in PROXIES) and row["kamailio"]["p50"]:
+                title += f"\np50 ratio sipfork/Kamailio {row['sipfork']['p50'] / row['kamailio']['p50']:.2f}×"
+            ax.set_title(title, fontsize=9)
+            ax.set_xscale("log")
+            ax.set_xlabel("µs")
+            ax.set_ylabel("fraction of calls")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8, loc="lower right")
+        fig.suptitle(
+            f"Fork latency at {results['meta']['options']['latency_rate']:g} calls/s (packet capture)",
+            fontsize=11,
+        )
+        fig.tight_layout()
+        out["latency"] = plots_dir / "latency.png"
+        fig.savefig(out["latency"], dpi=110)
+        plt.close(fig)
+
+    # CPU per call against rate, and the ratio
+    if any(results["proxies"].get(p, {}).get("throughput") for p in present):
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        series = {}
+        for p in present:
+            steps = [s for s in results["proxies"][p].get("throughput") or [] if s["cpu_per_call_ms"]]
+            if not steps:
+                continue
+            xs = [s["rate"] for s in steps]
+            ys = [s["cpu_per_call_ms"] for s in steps]
+            series[p] = dict(zip(xs, ys))
+            ax.plot(xs, ys, marker="o", label=p, color=COLORS[p])
+            bad = [s for s in steps if not s["clean"]]
+            if bad:
+                ax.scatter([s["rate"] for s in bad], [s["cpu_per_call_ms"] for s in bad],
+                           marker="x", s=80, color="red", zorder=5)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered calls/s")
+        ax.set_ylabel("proxy CPU ms per call")
+        ax.set_title("CPU per call (x: step with failures or retransmissions)", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        if all(p in series for p in PROXIES):
+            common = sorted(set(series["sipfork"]) & set(series["kamailio"]))
+            ax2.plot(common, [series["sipfork"][r] / series["kamailio"][r] for r in common],
+                     marker="o", color="tab:green")  # fmt: skip
+            ax2.set_xscale("log")
+            ax2.axhline(1, color="grey", lw=0.8)
+            ax2.set_title("ratio sipfork / Kamailio (CPU per call)", fontsize=9)
+            ax2.set_xlabel("offered calls/s")
+            ax2.grid(True, which="both", alpha=0.3)
+        else:
+            ax2.set_axis_off()
+            ax2.text(0.5, 0.5, "ratio needs both proxies", ha="center", va="center")
+        fig.tight_layout()
+        out["cpu"] = plots_dir / "cpu_per_call.png"
+        fig.savefig(out["cpu"], dpi=110)
+        plt.close(fig)
+
+    # memory against registered contacts
+    if any((results["proxies"].get(p, {}).get("memory") or {}).get("stages") for p in present):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for p in present:
+            mem = results["proxies"][p].get("memory") or {}
+            if not mem.get("stages"):
+                continue
+            xs = [0] + [s["registered_total"] for s in mem["stages"]]
+            ys = [mem["baseline"]["pss_sum_kib"] / 1024] + [s["memory"]["pss_sum_kib"] / 1024 for s in mem["stages"]]
+            ax.plot(xs, ys, marker="o", label=p, color=COLORS[p])
+        ax.set_xlabel("registered contacts")
+        ax.set_ylabel("PSS of all proxy processes, MiB")
+        ax.set_title("Memory against registrations", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        out["memory"] = plots_dir / "memory.png"
+        fig.savefig(out["memory"], dpi=110)
+        plt.close(fig)
+    return out
+
+
+__all__ = ["write", "markdown", "plots", "BENCH_DIR"]
