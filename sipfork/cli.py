@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
-    from sipfork.shell.server import run
+    from sipfork.shell.server import run_worker
+    from sipfork.shell.workers import run_workers
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,7 +63,9 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     if args.clock:
         offset = _parse_local(args.clock, config).timestamp() - time.time()
     try:
-        run(config, clock_offset=offset)
+        if config.proxy.workers > 1:
+            return run_workers(config, clock_offset=offset)
+        run_worker(config, clock_offset=offset)
     except OSError as error:
         print(f"sipfork: cannot listen: {error}", file=sys.stderr)
         return 1

@@ -45,9 +45,13 @@ class Interfaces:
     # (host, port) pairs that are ours, for Route and Request-URI checks.
     addresses: frozenset[tuple[str, int]]
     hosts: frozenset[str]
+    # A worker's own port per (transport, host) listener, written in the Via
+    # of what it sends so that responses come back to it, not to whichever
+    # worker the shared port would pick (DESIGN.md, performance plan).
+    via_ports: tuple[tuple[tuple[str, str], int], ...] = ()
 
     @classmethod
-    def from_config(cls, config: Config) -> Interfaces:
+    def from_config(cls, config: Config, via_ports: tuple[tuple[tuple[str, str], int], ...] = ()) -> Interfaces:
         listens = config.proxy.listen
         addresses = {(listen.host, listen.port) for listen in listens}
         hosts = {config.proxy.domain, *(listen.host for listen in listens)}
@@ -59,6 +63,7 @@ class Interfaces:
             listens=listens,
             addresses=frozenset(addresses),
             hosts=frozenset(hosts),
+            via_ports=via_ports,
         )
 
     def listen_for(self, transport: str, host: str) -> Listen:
@@ -75,7 +80,8 @@ class Interfaces:
 
     def via(self, transport: str, host: str, branch: str) -> str:
         listen = self.listen_for(transport, host)
-        sent_by = host_port_text(listen.host, listen.port)
+        port = dict(self.via_ports).get((listen.transport, listen.host), listen.port)
+        sent_by = host_port_text(listen.host, port)
         return f"SIP/2.0/{transport.upper()} {sent_by};branch={branch};rport"
 
     def record_route(self, transport: str, host: str) -> str:

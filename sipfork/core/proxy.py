@@ -70,11 +70,15 @@ class Core:
     """One proxy worker's protocol state."""
 
     def __init__(self, config: Config, *, ids: Ids, bindings: Iterable[Binding] = (),
-                 timers: Timers | None = None) -> None:
+                 timers: Timers | None = None, secret: bytes | None = None,
+                 via_ports: tuple[tuple[tuple[str, str], int], ...] = ()) -> None:
+        """``secret`` signs nonces: workers share one so that a nonce from
+        one is good at another; ``via_ports`` are this worker's own ports."""
         self.ids = ids
         self.timers = timers or Timers()
+        self.via_ports = via_ports
         self.location = Location(bindings)
-        self.authenticator = Authenticator(config, secret=ids.secret())
+        self.authenticator = Authenticator(config, secret=secret or ids.secret())
         self.registrar = Registrar(config, self.location, self.authenticator, ids)
         self._apply_config(config)
         self._effects: list[Effect] = []
@@ -90,7 +94,7 @@ class Core:
 
     def _apply_config(self, config: Config) -> None:
         self.config = config
-        self.interfaces = Interfaces.from_config(config)
+        self.interfaces = Interfaces.from_config(config, self.via_ports)
         self.trusted = frozenset(host for gateway in config.gateways for host in gateway.inbound_from)
         self.zone = _zone(config.proxy.timezone)
 
@@ -145,6 +149,13 @@ class Core:
 
     def binding_dropped(self, user: str, contact: str) -> None:
         self.location.drop(user, contact)
+
+    def replace_bindings(self, bindings: Iterable[Binding]) -> None:
+        """The store's whole table, when its change log no longer reaches back."""
+        for old in self.location.all():
+            self.location.drop(old.user, old.contact)
+        for binding in bindings:
+            self.location.put(binding)
 
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float) -> None:
         """One datagram, or one framed message from a stream."""

@@ -21,13 +21,34 @@ from sipfork.core.effects import DropBinding, Log, SaveBinding, Send
 from sipfork.core.ids import Ids
 from sipfork.core.proxy import Core
 from sipfork.shell.transports import TcpConnections, UdpProtocol
-from sipfork.store.sqlite import SqliteStore
+from sipfork.store.sqlite import FILENAME, SqliteStore
 
 log = logging.getLogger("sipfork")
 
 
 def store_path(config: Config) -> Path:
-    return config.proxy.data_dir / "registrations.sqlite3"
+    return config.proxy.data_dir / FILENAME
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The key that signs digest nonces, shared by every worker and kept
+    across restarts, so a nonce is good wherever the phone's next request
+    lands."""
+    path = data_dir / "nonce.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    temporary = path.with_suffix(f".{os.getpid()}")
+    temporary.write_bytes(os.urandom(32))
+    temporary.chmod(0o600)
+    try:
+        os.link(temporary, path)  # atomic: the first worker's key wins
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_bytes()
 
 
 def pid_path(config: Config) -> Path:
@@ -35,15 +56,25 @@ def pid_path(config: Config) -> Path:
 
 
 class Server:
-    def __init__(self, config: Config, *, clock_offset: float = 0.0) -> None:
+    """One worker. With ``shared`` (workers > 1) it binds the public ports
+    with SO_REUSEPORT beside the other workers, sends its requests from a
+    port of its own (written in their Via, so responses come back here) and
+    picks up the bindings other workers stored before routing a request."""
+
+    def __init__(self, config: Config, *, clock_offset: float = 0.0, shared: bool = False) -> None:
         self.config = config
         # A test can run the proxy at another time of day (schedule rules)
         # without waiting for it: every `now` the core sees is shifted.
         self.clock_offset = clock_offset
+        self.shared = shared
         config.proxy.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(store_path(config))
-        self.core = Core(config, ids=Ids(os.urandom), bindings=self.store.load())
+        self.version = self.store.version()
+        self.bindings = self.store.load()
+        self.secret = load_secret(config.proxy.data_dir)
+        self.core: Core  # made in start(), once this worker's own ports are known
         self.udp: dict[tuple[str, bool], UdpProtocol] = {}  # (host, ipv6) -> socket
+        self.udp_own: dict[bool, UdpProtocol] = {}  # ipv6 -> this worker's own socket
         self.tcp = TcpConnections(self.deliver)
         self.servers: list[asyncio.base_events.Server] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -55,21 +86,33 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        via_ports: list[tuple[tuple[str, str], int]] = []
         for listen in self.config.proxy.listen:
             family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
             if listen.transport == "udp":
                 _, protocol = await loop.create_datagram_endpoint(
-                    lambda: UdpProtocol(self.deliver), local_addr=(listen.host, listen.port), family=family
+                    lambda: UdpProtocol(self.deliver), local_addr=(listen.host, listen.port), family=family,
+                    reuse_port=self.shared or None,
                 )
                 self.udp.setdefault((listen.host, family == socket.AF_INET6), protocol)
+                if self.shared:
+                    transport, own = await loop.create_datagram_endpoint(
+                        lambda: UdpProtocol(self.deliver), local_addr=(listen.host, 0), family=family
+                    )
+                    self.udp_own.setdefault(family == socket.AF_INET6, own)
+                    via_ports.append((("udp", listen.host), transport.get_extra_info("sockname")[1]))
             else:
                 server = await loop.create_server(self.tcp.protocol, listen.host, listen.port, family=family,
-                                                  reuse_address=True)
+                                                  reuse_address=True, reuse_port=self.shared or None)
                 self.servers.append(server)
             log.info("listening on %s:%s:%d", listen.transport, listen.host, listen.port)
+        self.core = Core(self.config, ids=Ids(os.urandom), bindings=self.bindings, secret=self.secret,
+                         via_ports=tuple(via_ports))
+        self.bindings = []
         for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
             loop.add_signal_handler(signum, handler)
-        pid_path(self.config).write_text(f"{os.getpid()}\n")
+        if not self.shared:  # with workers, the supervisor owns the pid file
+            pid_path(self.config).write_text(f"{os.getpid()}\n")
         self.arm()
 
     def stop(self) -> None:
@@ -79,7 +122,7 @@ class Server:
     async def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        for protocol in self.udp.values():
+        for protocol in (*self.udp.values(), *self.udp_own.values()):
             if protocol.transport is not None:
                 protocol.transport.close()
         for server in self.servers:
@@ -87,7 +130,7 @@ class Server:
         self.tcp.close()
         self.store.close()
         pid = pid_path(self.config)
-        if pid.exists() and pid.read_text().strip() == str(os.getpid()):
+        if not self.shared and pid.exists() and pid.read_text().strip() == str(os.getpid()):
             pid.unlink()
 
     def reload(self) -> None:
@@ -108,8 +151,25 @@ class Server:
         self.core.reload(config, self.now())
         self.flush()
 
+    def sync(self) -> None:
+        """Take in the bindings other workers stored since we last looked."""
+        version = self.store.version()
+        if version == self.version:
+            return
+        changes = self.store.changes_since(self.version)
+        if not changes.complete:
+            self.core.replace_bindings(self.store.load())
+        else:
+            for user, contact in changes.dropped:
+                self.core.binding_dropped(user, contact)
+            for binding in changes.saved:
+                self.core.binding_saved(binding)
+        self.version = changes.version
+
     def deliver(self, data: bytes, source: tuple[str, int], transport: str) -> None:
         try:
+            if self.shared and not data.startswith(b"SIP/"):
+                self.sync()  # a REGISTER at another worker counts at once
             self.core.receive(data, source, transport, self.now())
         except Exception:  # noqa: BLE001 — nothing may end the receive loop
             log.exception("internal error handling a message from %s:%d; message dropped", *source)
@@ -141,7 +201,7 @@ class Server:
             if effect.transport == "tcp":
                 self.tcp.send(effect.data, effect.host, effect.port)
                 return
-            protocol = self.udp_for(effect.host)
+            protocol = self.udp_for(effect.host, own=not effect.data.startswith(b"SIP/"))
             if protocol is None:
                 log.warning("no udp listener to reach %s:%d", effect.host, effect.port)
                 return
@@ -149,8 +209,12 @@ class Server:
         except OSError as error:
             log.info("send to %s:%d failed: %s", effect.host, effect.port, error)
 
-    def udp_for(self, host: str) -> UdpProtocol | None:
+    def udp_for(self, host: str, *, own: bool = False) -> UdpProtocol | None:
+        """The socket to send from: responses leave from the public port the
+        request came to, requests from this worker's own port."""
         ipv6 = ":" in host
+        if own and ipv6 in self.udp_own:
+            return self.udp_own[ipv6]
         for (_, family_v6), protocol in self.udp.items():
             if family_v6 == ipv6:
                 return protocol
@@ -167,8 +231,8 @@ class Server:
         self.timer = loop.call_later(max(0.0, deadline - self.now()), self.on_timer)
 
 
-async def serve(config: Config, *, clock_offset: float = 0.0) -> None:
-    server = Server(config, clock_offset=clock_offset)
+async def serve(config: Config, *, clock_offset: float = 0.0, shared: bool = False) -> None:
+    server = Server(config, clock_offset=clock_offset, shared=shared)
     await server.start()
     try:
         await server.stopped.wait()
@@ -176,7 +240,7 @@ async def serve(config: Config, *, clock_offset: float = 0.0) -> None:
         await server.close()
 
 
-def run(config: Config, *, clock_offset: float = 0.0) -> None:
+def run_worker(config: Config, *, clock_offset: float = 0.0, shared: bool = False) -> None:
     import uvloop
 
-    uvloop.run(serve(config, clock_offset=clock_offset))
+    uvloop.run(serve(config, clock_offset=clock_offset, shared=shared))
