@@ -175,8 +175,8 @@ def _rule(config: Config, number: Number, forwarding: Forwarding, devices: _Devi
     missing: list[str] = []
     for target in forwarding.targets:
         expanded = _expand(config, number, target, devices)
+        missing.extend(_offline(config, target, expanded, devices))
         if not expanded:
-            missing.append(target.text)
             continue
         start = float(target.delay)
         if limit is not None and start >= limit:
@@ -210,8 +210,8 @@ def _sequential(config: Config, number: Number, forwarding: Forwarding, devices:
     unlimited = False
     for target in forwarding.targets:
         expanded = _expand(config, number, target, devices)
+        missing.extend(_offline(config, target, expanded, devices))
         if not expanded:
-            missing.append(target.text)
             continue
         fresh = [branch for branch in expanded if branch.key not in branches]
         if not fresh or unlimited:
@@ -267,6 +267,17 @@ def _expand(config: Config, number: Number, target: Target, devices: _Devices) -
         return (_external(config, target.gateway or "", target.value, diverted_from=number.number),)
     hop = target.hop or Hop(host="127.0.0.1", port=5060, transport="udp")
     return (Branch(key=f"uri:{target.value}", label=target.value, request_uri=target.value, hop=hop),)
+
+
+def _offline(config: Config, target: Target, expanded: tuple[Branch, ...], devices: _Devices) -> list[str]:
+    """What of ``target`` has no registered device: the target itself when
+    nothing of it rings, else the group members that are offline."""
+    if not expanded:
+        return [target.text]
+    if target.kind != "group":
+        return []
+    group = config.group(target.value)
+    return [f"{member} (in {target.text})" for member in (group.members if group else ()) if not devices(member)]
 
 
 def _placed(branch: Branch, start: float, duration: float | None) -> Branch:

@@ -208,7 +208,7 @@ def test_sequential_skips_targets_without_devices(config: Config) -> None:
         ("external:trunk2:+491709999", 10.0, 15.0),
     ]
     assert rule.missing == ("carol",) and rule.duration == 25.0
-    assert result.rules[0].missing == ("alice", "carol")
+    assert result.rules[0].missing == ("alice", "alice (in group:office)", "carol")
 
 
 def test_same_device_has_the_same_key_in_every_rule(config: Config) -> None:
