@@ -491,6 +491,13 @@ def _strings(table: Mapping[str, object], path: Path_, key: str, default: Any = 
     return tuple(values)
 
 
+def _bounded(value: object, path: Path_, *, low: int = 1) -> int:
+    """Whole seconds from ``low`` to MAX_DURATION."""
+    if type(value) is not int or not low <= value <= MAX_DURATION:
+        raise _Invalid(path, f"expected seconds from {low} to {MAX_DURATION}, got {_show(value)}")
+    return value
+
+
 def _seconds(value: object, path: Path_, *, unlimited: bool, low: int = 1) -> int | None:
     if unlimited and value == "unlimited":
         return None
@@ -566,9 +573,9 @@ def _valid_timezone(name: str) -> bool:
 # ---------------------------------------------------------------- sections
 
 
-def _proxy(table: object, base: Path) -> ProxySettings:
+def _proxy(raw: object, base: Path) -> ProxySettings:
     path: Path_ = ("proxy",)
-    table = _expect(table, dict, path, "a table [proxy]")
+    table: dict[str, Any] = _expect(raw, dict, path, "a table [proxy]")
     _keys(table, path, ("domain", "listen", "data_dir", "timezone", "ring_time", "digest_algorithms", "workers"))
     domain = _get(table, path, "domain", str)
     if not (_HOSTNAME.fullmatch(domain) or _is_ip(domain)):
@@ -598,7 +605,7 @@ def _proxy(table: object, base: Path) -> ProxySettings:
         timezone = _machine_timezone()
     elif not _valid_timezone(timezone):
         raise _Invalid(path + ("timezone",), f'"{timezone}" is not a time zone name like "Europe/Berlin"')
-    ring_time = _seconds(table.get("ring_time", 30), path + ("ring_time",), unlimited=False)
+    ring_time = _bounded(table.get("ring_time", 30), path + ("ring_time",))
     algorithms = _algorithms(table, path, DIGEST_ALGORITHMS)
     workers = table.get("workers", 1)
     if workers == "auto":
@@ -634,7 +641,7 @@ def _algorithms(table: Mapping[str, object], path: Path_, default: Any) -> Any:
 
 
 def _name(table: Mapping[str, object], path: Path_, what: str) -> str:
-    name = _get(table, path, "name", str)
+    name: str = _get(table, path, "name", str)
     if not _NAME.fullmatch(name) or name.lower() == "anonymous":
         raise _Invalid(path + ("name",), f'"{name}" is not a {what} name: start with a letter, then letters, '
                        'digits, ".", "_" or "-" ("anonymous" is reserved)')
@@ -705,10 +712,10 @@ def _target(value: object, path: Path_, names: _Names, *, options: tuple[str, ..
                        '"+491701234567", "sip:mailbox@127.0.0.1:5090", or an inline table')
         text_path = path
     gateway = _get(settings, path, "gateway", str, None)
-    delay = _seconds(settings.get("delay", 0), path + ("delay",), unlimited=False, low=0)
+    delay = _bounded(settings.get("delay", 0), path + ("delay",), low=0)
     duration = None
     if "duration" in settings:
-        duration = _seconds(settings["duration"], path + ("duration",), unlimited=False)
+        duration = _bounded(settings["duration"], path + ("duration",))
     kind, _, rest = text.partition(":")
     number = plain_number(text)
     hop = None
@@ -828,7 +835,10 @@ def parse_config(text: str, source: str | Path | None = None, *, path: Path | No
     """Read and validate proxy.toml text. ``path`` (or ``source``) names the file
     in messages; relative ``data_dir`` is taken from its folder (else the
     current folder)."""
-    path = Path(path if path is not None else source) if (path or source) is not None else None
+    if path is None and source is not None:
+        path = Path(source)
+    elif path is not None:
+        path = Path(path)
     label = str(path) if path is not None else "<config>"
     problems: list[Problem] = []
     try:

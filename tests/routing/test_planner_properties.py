@@ -110,7 +110,7 @@ def forwardings(draw: st.DrawFn) -> dict[str, object]:
         if name.startswith("+") and draw(st.booleans()):
             options["gateway"] = draw(st.sampled_from(["trunk", "trunk2"]))
         if ringing == "parallel" and draw(st.booleans()):
-            limit = 60 if duration == "unlimited" else duration - 1
+            limit = duration - 1 if isinstance(duration, int) else 60
             options["delay"] = draw(st.integers(0, limit))
         last = index == len(names) - 1
         if (ringing == "sequential" and duration == "unlimited" and not last) or draw(st.booleans()):
