@@ -256,6 +256,8 @@ class ConfigError(Exception):
 # ---------------------------------------------------------------- where keys are
 
 Path_ = tuple[str | int, ...]
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR = re.compile(r"[^,\]}\n#]*")  # a number, boolean or date: up to the next separator
 
 
 class _Lines:
@@ -339,7 +341,7 @@ class _Lines:
                 keys.append(text[self.pos + 1 : end])
                 self.pos = end + 1
             else:
-                match = re.compile(r"[A-Za-z0-9_-]+").match(text, self.pos)
+                match = _BARE_KEY.match(text, self.pos)
                 if not match:
                     raise ValueError("not a key")
                 keys.append(match[0])
@@ -407,7 +409,7 @@ class _Lines:
                 if text[self.pos] == ",":
                     self.pos += 1
         else:
-            match = re.compile(r"[^,\]}\n#]*").match(text, self.pos)
+            match = _SCALAR.match(text, self.pos)
             self.pos = match.end() if match else self.pos + 1
 
 
