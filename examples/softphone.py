@@ -32,7 +32,6 @@ import functools
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,7 +42,6 @@ import pjsua2 as pj
 __all__ = [
     "PhoneCore",
     "PhoneError",
-    "free_port",
     "parse_log_entry",
     "parse_sip_message",
     "uri_user",
@@ -97,42 +95,6 @@ class PhoneError(Exception):
 # --------------------------------------------------------------------------
 # Small helpers (no pjsua2 state)
 # --------------------------------------------------------------------------
-
-_handed_out_ports: set[int] = set()
-
-
-def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True) -> int:
-    """A port that is free for UDP and/or TCP on `host` right now.
-
-    Binds port 0, closes the socket and returns the number; the caller binds
-    it for real. Ports already handed out by this process are skipped, so two
-    phones started one after the other never get the same port.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(100):
-        first_kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-        with socket.socket(family, first_kind) as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
-        if port in _handed_out_ports:
-            continue
-        kinds = []
-        if udp:
-            kinds.append(socket.SOCK_DGRAM)
-        if tcp:
-            kinds.append(socket.SOCK_STREAM)
-        try:
-            for kind in kinds:
-                with socket.socket(family, kind) as sock:
-                    if kind == socket.SOCK_STREAM:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind((host, port))
-        except OSError:
-            continue
-        _handed_out_ports.add(port)
-        return port
-    raise OSError(f"no free port found on {host}")
-
 
 def format_host(host: str) -> str:
     """An IPv6 literal in brackets, as a SIP URI wants it; other hosts unchanged."""
@@ -303,13 +265,20 @@ def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
 # --------------------------------------------------------------------------
 
 
+# A Python exception escaping a pjsua2 callback (a SWIG director) aborts the
+# process; every callback therefore reports its exception as an event instead.
+
+
 class _LogWriter(pj.LogWriter):
     def __init__(self, sink: Callable[[int, str], None]) -> None:
         super().__init__()
         self._sink = sink
 
     def write(self, entry: pj.LogEntry) -> None:
-        self._sink(entry.level, entry.msg)
+        try:
+            self._sink(entry.level, entry.msg)
+        except Exception:  # noqa: BLE001 (see above; nowhere to report a logging failure)
+            pass
 
 
 class _Account(pj.Account):
@@ -319,10 +288,10 @@ class _Account(pj.Account):
         self.reg_id = reg_id
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
-        self.core._on_reg_state(self, prm)
+        self.core._guarded("onRegState", self.core._on_reg_state, self, prm)
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        self.core._on_incoming_call(self, prm)
+        self.core._guarded("onIncomingCall", self.core._on_incoming_call, self, prm)
 
 
 class _Call(pj.Call):
@@ -332,7 +301,7 @@ class _Call(pj.Call):
         self.handle = handle
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        self.core._on_call_state(self)
+        self.core._guarded("onCallState", self.core._on_call_state, self)
 
 
 class _CallRecord:
@@ -369,7 +338,8 @@ class PhoneCore:
       message log: method, request_uri, status, reason, headers (list of
       pairs), body, cseq, cseq_method, sip_call_id, call (handle, when the
       Call-ID belongs to a known call), transport, peer, text
-    - ``auto_action``: call, action (ringing/answer/reject), code
+    - ``auto_action``: call, action (ringing/answer/reject), code, error
+    - ``phone_error``: where, error (a traceback from a pjsua2 callback: a bug here)
 
     Every event also has ``t`` (time.monotonic() when it happened).
     pjsua2 log lines go to ``on_log(level, text)``.
@@ -471,18 +441,12 @@ class PhoneCore:
         self.started = True
 
     def _create_first_transport(self) -> None:
-        if self.port:
-            self._ensure_transport(self.transport)
-            return
-        last_error = ""
-        for _ in range(20):
-            self.port = free_port(self.host)
-            try:
-                self._ensure_transport(self.transport)
-                return
-            except PhoneError as error:
-                last_error = str(error)
-        raise PhoneError(f"could not bind a {self.transport} transport on {self.host}: {last_error}")
+        """Port 0 lets pjsua2 bind any free port (no race with other processes);
+        the phone keeps that number for its other transport too."""
+        tid = self._ensure_transport(self.transport)
+        if not self.port:
+            local_name = self._ep.transportGetInfo(tid).localName
+            self.port = int(local_name.rsplit(":", 1)[1])
 
     def _ensure_transport(self, kind: str) -> int:
         if kind not in ("udp", "tcp"):
@@ -891,6 +855,20 @@ class PhoneCore:
                 self._on_event("sip_rx" if direction == "rx" else "sip_tx", fields)
         finally:
             self._in_flush = False
+
+    def _guarded(self, where: str, handler: Callable[..., None], *args: Any) -> None:
+        try:
+            handler(*args)
+        except Exception:  # noqa: BLE001 (reported as an event, see _LogWriter)
+            import traceback
+
+            text = traceback.format_exc()
+            if self._on_log is not None:
+                self._on_log(1, f"error in {where}:\n{text}")
+            try:
+                self._emit("phone_error", where=where, error=text)
+            except Exception:  # noqa: BLE001
+                pass
 
     def _emit(self, kind: str, **fields: Any) -> None:
         self._flush_logs()  # keep the order: the SIP message first, then what it caused

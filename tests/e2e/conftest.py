@@ -18,6 +18,7 @@
 - ``proxy``: ``proxy_factory()`` with the default users.
 
 When a test fails, the tails of the phone and proxy logs are printed with it.
+An exception inside a phone's pjsua2 callback (a harness bug) fails the test.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def phone_factory(
         for phone in phones:
             print(f"\n=== phone {phone.name} ({phone.uri}) ===\n{phone.log_tail(60)}")
     close_all(phones)
+    errors = [(phone.name, ev.where, ev.error) for phone in phones for ev in phone.events("phone_error")]
+    if errors:
+        name, where, error = errors[0]
+        pytest.fail(f"phone {name}: Python error in pjsua2 callback {where} (a harness bug):\n{error}")
 
 
 @pytest.fixture

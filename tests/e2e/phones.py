@@ -1,6 +1,7 @@
 """Real SIP phones (pjsua2) for end-to-end tests, and a running sipfork proxy.
 
-Each `Phone` drives one pjsua2 user agent in its own child process (spawn):
+Each `Phone` drives one pjsua2 user agent in its own child process (a fresh
+interpreter running this file, talking over a socketpair; never fork):
 two phones of one user must not share a pjsua2 endpoint, because the forked
 INVITEs carry the same Call-ID, From tag and CSeq and one endpoint answers the
 second with 482 (merged request). The phone logic itself is
@@ -8,7 +9,9 @@ second with 482 (merged request). The phone logic itself is
 module only adds the process, the pipe and a synchronous, event-based API.
 
 Everything a phone sees arrives as an `Event` in its event list; tests wait
-for events (`Phone.wait_for`) and never sleep. Event kinds and their fields:
+for events (`Phone.wait_for`) and never sleep. `wait_for` hands out each event
+once (a second wait for the same thing returns the next such event), so match
+on ``call=`` or ``role=`` when several calls are about. Event kinds and fields:
 
 ``reg_state``      reg, code, reason, expiration, registered (bool), uri
 ``incoming_call``  call, from_uri, from_user, from_display, to_uri, to_user,
@@ -21,6 +24,7 @@ for events (`Phone.wait_for`) and never sleep. Event kinds and their fields:
                    cseq_method, sip_call_id, call (the call handle if known),
                    transport, peer, text (the whole message)
 ``auto_action``    call, action (ringing/answer/reject), code, error
+``phone_error``    where, error (a Python traceback from a pjsua2 callback)
 
 Every event has ``kind``, ``seq`` and ``t`` (time.monotonic() in the phone
 process when it happened; the clock is shared between processes on Linux).
@@ -43,7 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +291,8 @@ class Phone:
         log_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 20.0,
     ) -> Phone:
-        """Start a phone process. ``local_port=0`` picks a free port; the phone
+        """Start a phone process. ``local_port=0`` lets pjsua2 bind a free port
+        (no race with other processes); the phone
         listens on 127.0.0.1 (``::1`` with ``ipv6=True``) with ``transport``.
         Its local URI (``phone.uri``) can be called directly, without a proxy.
         ``nat_contact=True``: over TCP, register the connection's source port
@@ -479,19 +484,13 @@ class Phone:
     def hangup_all(self) -> list[int]:
         return self._command("hangup_all")[0]
 
-    def configure(
-        self,
-        *,
-        auto_answer_after: float | None | type[...] = ...,
-        auto_reject: int | None | type[...] = ...,
-        auto_ringing: bool | type[...] = ...,
-    ) -> None:
-        """Change what the phone does with the next incoming calls."""
-        options = {
-            key: value
-            for key, value in (("auto_answer_after", auto_answer_after), ("auto_reject", auto_reject), ("auto_ringing", auto_ringing))
-            if value is not ...
-        }
+    def configure(self, **options: Any) -> None:
+        """Change what the phone does with the next incoming calls:
+        ``auto_answer_after`` (seconds or None), ``auto_reject`` (a status code
+        or None), ``auto_ringing`` (bool)."""
+        unknown = set(options) - {"auto_answer_after", "auto_reject", "auto_ringing"}
+        if unknown:
+            raise TypeError(f"unknown phone options {sorted(unknown)}")
         self._command("configure", **options)
 
     def calls(self) -> dict[int, str]:
@@ -750,25 +749,26 @@ def _child_main(fd: int) -> None:
                 except (EOFError, OSError):
                     running = False
                     break
+                before = seq  # events the command itself causes come after this
                 if name == "shutdown":
                     core.shutdown(unregister=kwargs.get("unregister", True))
-                    send(("reply", req_id, True, None, seq))
+                    send(("reply", req_id, True, None, before))
                     running = False
                     break
                 if name not in _CHILD_COMMANDS:
-                    send(("reply", req_id, False, f"unknown command {name!r}", seq))
+                    send(("reply", req_id, False, f"unknown command {name!r}", before))
                     continue
                 try:
                     result = getattr(core, name)(**kwargs)
                 except softphone.PhoneError as error:
-                    send(("reply", req_id, False, str(error), seq))
+                    send(("reply", req_id, False, str(error), before))
                 except Exception as error:  # a harness bug: tell the test, keep the phone alive
                     import traceback
 
                     traceback.print_exc()
-                    send(("reply", req_id, False, f"{type(error).__name__}: {error}", seq))
+                    send(("reply", req_id, False, f"{type(error).__name__}: {error}", before))
                 else:
-                    send(("reply", req_id, True, result, seq))
+                    send(("reply", req_id, True, result, before))
             if os.getppid() != parent_pid:
                 running = False
     finally:
