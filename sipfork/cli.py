@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {"run": _run, "check": _check, "registrations": _registrations, "explain": _explain,
                "reload": _reload}[args.command]
-    return handler(config, args)
+    try:
+        return handler(config, args)
+    except BrokenPipeError:
+        # `sipfork explain … | head` closed the pipe: nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
