@@ -49,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--memory-counts", type=_ints, help="registered contacts at which memory is measured (default 10000,100000; quick 10000)")
     run.add_argument("--memory-budget", type=float, help="seconds allowed for registering per proxy (default 240, quick 90)")
     run.add_argument("--register-rate", type=float, help="REGISTER offered per second (default 20000; at most --register-limit outstanding)")
-    run.add_argument("--register-limit", type=int, help="outstanding registrations at most (default 200)")
+    run.add_argument("--register-limit", type=int, help="outstanding registrations at most (default 50)")
+    run.add_argument("--memory-settle", type=float, help="seconds to wait after the last registrations before measuring again (default 35: REGISTER transactions end)")
+    run.add_argument("--sipfork-data-dir", type=Path, help="put sipfork's data_dir (SQLite) here, e.g. /dev/shm/sipfork-bench (default: under the output directory)")
     run.add_argument("--sipfork-workers", type=int, help="write `workers = N` into sipfork's [proxy] section")
     run.add_argument("--smoke-calls", type=int, default=20, help="calls in --smoke (default 20)")
     run.add_argument("--no-install", action="store_true", help="do not apt-get / pip install anything")
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         ("register_rate", args.register_rate),
         ("register_limit", args.register_limit),
         ("sipfork_workers", args.sipfork_workers),
+        ("memory_settle_s", args.memory_settle),
+        ("sipfork_data_dir", args.sipfork_data_dir),
         ("out", args.out),
     ):
         if value is not None:

@@ -73,6 +73,8 @@ class CallBatch:
     proxy_cpu_s: float
     sipp_cpu_s: float
     caller_exit: int | None
+    udp_in: int
+    udp_drops: int
     error_count: int
     first_errors: list[str]
 
@@ -109,6 +111,8 @@ class CallBatch:
             "cpu_per_call_ms": None if self.cpu_per_call_ms is None else round(self.cpu_per_call_ms, 4),
             "sipp_cpu_s": round(self.sipp_cpu_s, 3),
             "caller_exit": self.caller_exit,
+            "udp_datagrams": self.udp_in,
+            "udp_rcvbuf_drops": self.udp_drops,
             "caller": self.caller.as_dict(),
             "contacts": [c.as_dict() for c in self.contacts],
             "error_count": self.error_count,
@@ -150,6 +154,7 @@ def run_calls(
         on_started()
     cpu0 = proxy.cpu_seconds()
     sipp_cpu0 = sipp.sipp_cpu_children()
+    udp0 = sipp.udp_counters()
     t0 = time.monotonic()
     caller = sipp.SippProcess(
         f"{tag}-caller",
@@ -168,6 +173,7 @@ def run_calls(
     wall = time.monotonic() - t0
     cpu1 = proxy.cpu_seconds()
     sipp_cpu1 = sipp.sipp_cpu_children()
+    udp1 = sipp.udp_counters()
     errors = 0
     first: list[str] = []
     for p in [caller, *contacts]:
@@ -183,6 +189,8 @@ def run_calls(
         proxy_cpu_s=cpu1 - cpu0,
         sipp_cpu_s=sipp_cpu1 - sipp_cpu0,
         caller_exit=caller.returncode,
+        udp_in=udp1.get("in", 0) - udp0.get("in", 0),
+        udp_drops=udp1.get("rcvbuf_errors", 0) - udp0.get("rcvbuf_errors", 0),
         error_count=errors,
         first_errors=first[:6],
     )
@@ -256,7 +264,7 @@ def throughput(
             f"  {proxy.name} {rate:g} calls/s: {batch.completed}/{calls} completed, "
             f"{batch.failed} failed, {batch.retransmissions} retransmissions, "
             f"CPU {'-' if cpc is None else f'{cpc:.3f}'} ms/call, "
-            f"wall {batch.wall_s:.1f} s"
+            f"{batch.udp_drops} UDP drops, wall {batch.wall_s:.1f} s"
         )
         if not proxy.alive():
             log(f"  {proxy.name} died: {proxy.log_tail(500)}")
@@ -337,10 +345,13 @@ def memory(
     rate: float,
     limit: int,
     time_budget_s: float,
+    settle_s: float = 35.0,
     log: Log = _quiet,
 ) -> dict:
     """Start the proxy knowing max(counts) users, then register one contact
-    per user in stages, measuring memory after each stage."""
+    per user in stages, measuring memory after each stage, and once more
+    `settle_s` later, when the REGISTER transactions have ended (RFC 3261
+    Timer J keeps a non-INVITE server transaction 32 s after its response)."""
     total = max(counts)
     users = bulk_users(total)
     t0 = time.monotonic()
@@ -388,6 +399,18 @@ def memory(
                 )
                 break
         result["stages"] = stages
+        if stages and settle_s > 0 and proxy.alive():
+            time.sleep(settle_s)
+            mem = proxy.memory()
+            result["settled"] = {
+                "after_s": settle_s,
+                "registered_total": done,
+                "memory": mem.__dict__,
+            }
+            log(
+                f"  {proxy.name}: {settle_s:.0f} s later: PSS {mem.pss_sum_kib / 1024:.1f} MiB, "
+                f"RSS(main) {mem.rss_main_kib / 1024:.1f} MiB"
+            )
     finally:
         proxy.stop()
     return result

@@ -319,6 +319,7 @@ def sipfork(
 ) -> Proxy:
     workdir.mkdir(parents=True, exist_ok=True)
     data = data_dir or (workdir / "data")
+    data.mkdir(parents=True, exist_ok=True)
     if data.exists():
         for f in data.iterdir():
             if f.is_file():

@@ -146,7 +146,9 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             f"Steps of {opts['step_s']:g} s; a step is clean with zero failed calls and zero "
             "retransmissions in every SIPp process (caller and the 3 contacts); stepping stops after "
             "the first unclean step. CPU per call: utime+stime of all the proxy's processes over the "
-            "step ÷ calls completed. SIPp runs on the same 2 cores (its CPU is shown too).",
+            "step ÷ calls completed. SIPp runs on the same 2 cores (its CPU is shown too). "
+            "UDP drops: datagrams the kernel dropped on a full socket receive buffer during the step "
+            "(any socket: the proxy's or SIPp's).",
             "",
         ]
         mx = {p: results["proxies"].get(p, {}).get("max_clean_rate") for p in present}
@@ -157,8 +159,8 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             lines.append(f"- Ratio sipfork / Kamailio: {_ratio(mx.get('sipfork'), mx.get('kamailio'))}")
         lines += [
             "",
-            "| calls/s | proxy | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | wall s |",
-            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| calls/s | proxy | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | UDP drops | wall s |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         by_rate: dict[float, dict[str, dict]] = {}
         for p in present:
@@ -171,13 +173,13 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                     lines.append(
                         f"| {rate:g} | {p} | {s['completed']}/{s['calls']} | {s['failed']} | "
                         f"{s['retransmissions']} | {_fmt(s['cpu_per_call_ms'], 3)} | {_fmt(s['proxy_cpu_s'], 2)} | "
-                        f"{_fmt(s['sipp_cpu_s'], 2)} | {_fmt(s['wall_s'], 1)} |"
+                        f"{_fmt(s['sipp_cpu_s'], 2)} | {s.get('udp_rcvbuf_drops', '–')} | {_fmt(s['wall_s'], 1)} |"
                     )
             if both and all(p in by_rate[rate] for p in PROXIES):
                 s, k = by_rate[rate]["sipfork"], by_rate[rate]["kamailio"]
                 lines.append(
                     f"| {rate:g} | **ratio** | | | | {_ratio(s['cpu_per_call_ms'], k['cpu_per_call_ms'])} | "
-                    f"{_ratio(s['proxy_cpu_s'], k['proxy_cpu_s'])} | | |"
+                    f"{_ratio(s['proxy_cpu_s'], k['proxy_cpu_s'])} | | | |"
                 )
         if "cpu" in figures:
             lines += ["", f"![CPU per call against rate]({figures['cpu']})"]
@@ -192,7 +194,12 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             "Kamailio: one password for everyone, no user list), then SIPp registers one contact "
             "per user (REGISTER, 401, REGISTER with credentials, 200), at most "
             f"{opts['register_limit']} outstanding. Memory is the PSS summed over all the proxy's "
-            "processes (Kamailio's workers share memory; RSS would count it once per process).",
+            "processes (Kamailio's workers share memory; RSS would count it once per process); "
+            "measured right after each stage (REGISTER transactions still held, RFC 3261 Timer J) and "
+            "once more when they have ended. sipfork commits each binding to SQLite (WAL, "
+            "synchronous=FULL) before its 200 OK"
+            + (f" (data_dir {opts['sipfork_data_dir']})" if opts.get("sipfork_data_dir") else " (data_dir on disk)")
+            + "; Kamailio keeps them in memory only (db_mode 0).",
             "",
             "| contacts | proxy | PSS MiB | RSS main MiB | processes | REGISTER/s | failed | retrans. |",
             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -204,6 +211,11 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                 stages.setdefault(0, {})[p] = {"memory": mem["baseline"], "registration": None}
             for st in mem.get("stages", []):
                 stages.setdefault(st["registered_total"], {})[p] = st
+        settled = {
+            p: results["proxies"][p]["memory"]["settled"]
+            for p in present
+            if (results["proxies"][p].get("memory") or {}).get("settled")
+        }
         for count in sorted(stages):
             for p in present:
                 st = stages[count].get(p)
@@ -222,6 +234,21 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                     f"| {count:,} | **ratio** | {_ratio(s['memory']['pss_sum_kib'], k['memory']['pss_sum_kib'])} | | | "
                     f"{_ratio(sr.get('per_second'), kr.get('per_second'))} | | |"
                 )
+        for p in present:
+            if p in settled:
+                st = settled[p]
+                mm = st["memory"]
+                lines.append(
+                    f"| {st['registered_total']:,}, {st['after_s']:g} s later | {p} | {mm['pss_sum_kib'] / 1024:.1f} | "
+                    f"{mm['rss_main_kib'] / 1024:.1f} | {mm['processes']} | | | |"
+                )
+        if both and all(p in settled for p in PROXIES) and (
+            settled["sipfork"]["registered_total"] == settled["kamailio"]["registered_total"]
+        ):
+            lines.append(
+                f"| {settled['sipfork']['registered_total']:,}, later | **ratio** | "
+                f"{_ratio(settled['sipfork']['memory']['pss_sum_kib'], settled['kamailio']['memory']['pss_sum_kib'])} | | | | | |"
+            )
         lines.append("")
         for p in present:
             mem = results["proxies"][p].get("memory") or {}
@@ -230,9 +257,15 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                 n = last["registered_total"]
                 if n:
                     per = (last["memory"]["pss_sum_kib"] - mem["baseline"]["pss_sum_kib"]) * 1024 / n
+                    text = (
+                        f"- {p}: {per:,.0f} bytes per registered contact right after registering "
+                        f"(PSS growth from start to {n:,} contacts)"
+                    )
+                    if p in settled:
+                        per2 = (settled[p]["memory"]["pss_sum_kib"] - mem["baseline"]["pss_sum_kib"]) * 1024 / n
+                        text += f", {per2:,.0f} bytes {settled[p]['after_s']:g} s later"
                     lines.append(
-                        f"- {p}: {per:,.0f} bytes per registered contact (PSS growth from start to {n:,} contacts); "
-                        f"start-up with {mem['users_configured']:,} users took {mem['start_s']} s."
+                        text + f"; start-up with {mem['users_configured']:,} users configured took {mem['start_s']} s."
                     )
             if mem.get("stopped_early"):
                 lines.append(f"- {p}: {mem['stopped_early']}.")

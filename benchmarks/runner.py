@@ -37,7 +37,9 @@ class Options:
     memory_counts: list[int] = field(default_factory=lambda: [10_000, 100_000])
     memory_budget_s: float = 240.0
     register_rate: float = 20000.0
-    register_limit: int = 200
+    register_limit: int = 50
+    memory_settle_s: float = 35.0
+    sipfork_data_dir: Path | None = None
     micro_max_time: float = 0.5
     sipfork_workers: int | None = None
     install: bool = True
@@ -80,8 +82,13 @@ def make_proxy(name: str, workdir: Path, layout: Layout, opts: Options, users=No
     port = layout.ports[name]
     if name == "kamailio":
         return proxies.kamailio(workdir, port)
+    data_dir = None
+    if opts.sipfork_data_dir is not None:
+        data_dir = opts.sipfork_data_dir / workdir.name
+        data_dir.mkdir(parents=True, exist_ok=True)
     return proxies.sipfork(
-        workdir, port, trusted_host=layout.trusted_host, users=users, workers=opts.sipfork_workers
+        workdir, port, trusted_host=layout.trusted_host, users=users,
+        workers=opts.sipfork_workers, data_dir=data_dir,
     )
 
 
@@ -197,7 +204,7 @@ def run_proxy(name: str, layout: Layout, workdir: Path, opts: Options) -> dict:
                 lambda users: make_proxy(name, workdir / "memory", layout, opts, users=users),
                 layout, workdir / "memory", counts=opts.memory_counts,
                 rate=opts.register_rate, limit=opts.register_limit,
-                time_budget_s=opts.memory_budget_s, log=log,
+                time_budget_s=opts.memory_budget_s, settle_s=opts.memory_settle_s, log=log,
             )  # fmt: skip
         except (proxies.ProxyError, experiments.BenchError) as e:
             res["memory"] = {"error": str(e)}

@@ -22,6 +22,7 @@ from .layout import DOMAIN, SCENARIOS, USER, Endpoint
 
 # milliseconds; a scenario step that waits longer for its message fails the call
 RECV_TIMEOUT_MS = 8000
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass
@@ -107,7 +108,8 @@ def _elapsed(text: str) -> float:
     return h * 3600 + m * 60 + s + us / 1e6
 
 
-_EVENT = re.compile(r"^\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ", re.M)
+# SIPp writes events back to back, not always with a line break between them
+_EVENT = re.compile(r"\d{4}-\d\d-\d\d\t[\d:.]+\t\d+\.\d+: ")
 
 
 def error_events(path: Path, limit: int = 5) -> tuple[int, list[str]]:
@@ -215,6 +217,8 @@ def endpoint_args(ep: Endpoint) -> list[str]:
         "-i", ep.host, "-p", str(ep.port), "-bind_local",
         "-mp", str(ep.media_port), "-cp", str(ep.control_port),
         "-t", "u1",
+        # SIPp's default 64 KB socket buffers drop datagrams in bursts
+        "-buff_size", str(SOCKET_BUFFER),
     ]  # fmt: skip
 
 
@@ -227,9 +231,9 @@ def caller_args(
     user: str = USER,
     domain: str = DOMAIN,
 ) -> list[str]:
-    """The UAC: `calls` calls at `rate` calls/s, no cap on simultaneous calls
-    (SIPp's default cap would quietly slow the offered load)."""
-    limit = max(100, int(rate * 30))
+    """The UAC: `calls` calls at `rate` calls/s. SIPp's default cap on
+    simultaneous calls would quietly slow the offered load: allow 10 s worth."""
+    limit = max(100, min(15000, int(rate * 10)))
     return [
         f"{proxy[0]}:{proxy[1]}",
         "-sf", str(SCENARIOS / "uac_invite.xml"),
@@ -292,6 +296,17 @@ def sipp_version() -> str:
         return "?"
     m = re.search(r"SIPp v?([\w.\-]+)", out)
     return m.group(1) if m else out.strip()[:40]
+
+
+def udp_counters() -> dict[str, int]:
+    """The kernel's UDP counters (all sockets of the machine): datagrams in,
+    and those dropped because a socket's receive buffer was full."""
+    try:
+        lines = [l.split() for l in Path("/proc/net/snmp").read_text().splitlines() if l.startswith("Udp:")]
+        values = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
+    except (OSError, IndexError, ValueError):
+        return {}
+    return {"in": values.get("InDatagrams", 0), "rcvbuf_errors": values.get("RcvbufErrors", 0)}
 
 
 def sipp_cpu_children() -> float:
