@@ -38,6 +38,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # a final non-2xx response (status kept)
     NO_ANSWER = "no-answer"  # its ring time ran out
     CANCELLED = "cancelled"  # we stopped it (answered elsewhere, caller gave up)
+    REPLACED = "replaced"  # a gateway challenged it; a branch with credentials took over
 
 
 @define(slots=True, kw_only=True, eq=False)
@@ -56,6 +57,8 @@ class BranchState:
     cancel_wanted: bool = False
     cancel_sent: bool = False
     live: bool = True  # its client transaction still exists
+    authenticated: bool = False  # it carries credentials for a gateway's challenge
+    cseq_shift: int = 0  # its CSeq number minus the caller's (RFC 3261 §22.2)
 
 
 class Forwarder(Protocol):
@@ -64,6 +67,9 @@ class Forwarder(Protocol):
     def fork(self, context: CallContext, spec: Branch, rule_index: int, now: float) -> BranchState: ...
 
     def cancel(self, context: CallContext, branch: BranchState, reason: str | None, now: float) -> None: ...
+
+    def authenticate(self, context: CallContext, branch: BranchState, response: Response,
+                     now: float) -> BranchState | None: ...
 
     def respond(self, context: CallContext, status: int, now: float, *, response: Response | None = None,
                 headers: tuple[tuple[str, str], ...] = ()) -> None: ...
@@ -290,6 +296,18 @@ class CallContext:
             return True
         if not first:
             return False
+        if (status in (401, 407) and branch.spec.gateway is not None and not branch.authenticated
+                and self.state is ContextState.RINGING and not branch.cancel_wanted):
+            # The gateway wants our credentials: answer once, on a new
+            # branch of the same call (as Kamailio's uac_auth does).
+            retry = self.forwarder.authenticate(self, branch, response, now)
+            if retry is not None:
+                branch.outcome = Outcome.REPLACED
+                retry.ring_end = branch.ring_end
+                retry.timer_c = now + self.timer_c
+                self.branches.append(retry)
+                self.by_id[retry.id] = retry
+                return False
         branch.final = response
         branch.status = status
         if branch.outcome is None:

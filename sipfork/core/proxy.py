@@ -20,6 +20,7 @@ from sipfork.config import Config
 from sipfork.core.auth import Authenticator
 from sipfork.core.context import BranchState, CallContext
 from sipfork.core.effects import DropBinding, Effect, Log, SaveBinding, Send
+from sipfork.core.gateway_auth import answer_challenge
 from sipfork.core.ids import MAGIC_COOKIE, Ids
 from sipfork.core.interfaces import Interfaces, hop_for_uri
 from sipfork.core.location import Location
@@ -88,6 +89,9 @@ class Core:
         self._contexts: dict[ServerTransaction, CallContext] = {}
         self._calls: dict[tuple[str, str, int, str], CallContext] = {}  # loop detection
         self._client: dict[ClientKey, _ClientEntry] = {}
+        # (Call-ID, caller's From tag) -> how much higher the callee's leg
+        # counts CSeq, for dialogs whose gateway leg answered a challenge.
+        self._cseq_shifts: dict[tuple[str, str], int] = {}
         self._heap: list[tuple[float, int, object]] = []
         self._armed: dict[object, float] = {}
         self._sequence = itertools.count()
@@ -358,9 +362,13 @@ class Core:
         spec = Branch(key="route", label=str(request.uri), request_uri=request.uri, hop=hop)
         plan = Plan(target=request.uri, rules=(Rule(name="route", ringing="parallel", branches=(spec,),
                                                     duration=None),), otherwise=Otherwise())
+        dialog = (request.call_id, request.from_tag or "")
+        shift = self._cseq_shifts.get(dialog, 0)
+        if shift and request.method == "BYE":
+            del self._cseq_shifts[dialog]
         self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
                             max_forwards=max_forwards, record_route=False, max_breadth=None, drop_headers=(),
-                            call_key=None, caller="")
+                            call_key=None, caller="", cseq_shift=shift)
 
     def _next_hop(self, request: Request, pop_routes: int) -> Hop | None:
         routes = request.routes
@@ -377,12 +385,12 @@ class Core:
     def _start_context(self, request: Request, transaction: ServerTransaction, plan: Plan,
                        source: tuple[str, int], transport: str, now: float, *, pop_routes: int, max_forwards: int,
                        record_route: bool, max_breadth: int | None, drop_headers: tuple[str, ...],
-                       call_key: tuple[str, str, int, str] | None, caller: str) -> None:
+                       call_key: tuple[str, str, int, str] | None, caller: str, cseq_shift: int = 0) -> None:
         received, rport = _via_marks(request.top_via, source)
         upstream = Upstream(transaction=transaction, source=source, transport=transport, to_tag=self.ids.tag(),
                             max_forwards=max_forwards, pop_routes=pop_routes, record_route=record_route,
                             received=received, rport=rport, max_breadth=max_breadth, drop_headers=drop_headers,
-                            caller=caller)
+                            caller=caller, cseq_shift=cseq_shift)
         context = CallContext(request=request, plan=plan, forwarder=self, upstream=upstream, started=now,
                               is_invite=request.method == "INVITE")
         self._contexts[transaction] = context
@@ -410,9 +418,11 @@ class Core:
         branch = MAGIC_COOKIE + hashlib.sha1(request.top_via.branch.encode() if request.top_via.branch
                                              else request.call_id.encode()).hexdigest()[:16]
         received, rport = _via_marks(request.top_via, source)
+        shift = self._cseq_shifts.get((request.call_id, request.from_tag or ""), 0)
         data = forward_request(request, via=self.interfaces.via(hop.transport, hop.host, branch),
                                max_forwards=(max_forwards if max_forwards is not None else DEFAULT_MAX_FORWARDS) - 1,
-                               received=received, rport=rport, pop_routes=pop_routes)
+                               received=received, rport=rport, pop_routes=pop_routes,
+                               cseq=request.cseq.number + shift if shift else None)
         self._effects.append(Send(data=data, host=hop.host, port=hop.port, transport=hop.transport))
 
     def _receive_cancel(self, request: Request, transaction: ServerTransaction, key: ServerKey, now: float) -> None:
@@ -428,6 +438,30 @@ class Core:
     # -- branches (the Forwarder protocol) -----------------------------
 
     def fork(self, context: CallContext, spec: Branch, rule_index: int, now: float) -> BranchState:
+        return self._send_branch(context, spec, rule_index, now, cseq_shift=context.upstream.cseq_shift)
+
+    def authenticate(self, context: CallContext, branch: BranchState, response: Response,
+                     now: float) -> BranchState | None:
+        """Answer a gateway's 401/407 with its credentials (RFC 3261 §22.2):
+        the same INVITE on a new branch, its CSeq one higher."""
+        gateway = self.config.gateway(branch.spec.gateway or "")
+        if gateway is None or gateway.username is None or gateway.password is None:
+            return None
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        credentials = answer_challenge(response.header_lines(header), username=gateway.username,
+                                       password=gateway.password, method=context.request.method,
+                                       uri=branch.spec.request_uri, cnonce=self.ids.token(8))
+        if credentials is None:
+            self._log(logging.WARNING, f"gateway {gateway.name} challenged with no digest algorithm we know")
+            return None
+        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        retry = self._send_branch(context, branch.spec, branch.rule_index, now, credentials=(name, credentials),
+                                  cseq_shift=branch.cseq_shift + 1)
+        retry.authenticated = True
+        return retry
+
+    def _send_branch(self, context: CallContext, spec: Branch, rule_index: int, now: float, *,
+                     credentials: tuple[str, str] | None = None, cseq_shift: int = 0) -> BranchState:
         upstream = context.upstream
         request = context.request
         branch_id = self.ids.branch()
@@ -438,12 +472,15 @@ class Core:
         if upstream.max_breadth is not None:
             headers.append(("Max-Breadth", str(upstream.max_breadth)))
             drop.append("Max-Breadth")
+        if credentials is not None:
+            headers.append(credentials)
         data = forward_request(request, via=self.interfaces.via(spec.hop.transport, spec.hop.host, branch_id),
                                request_uri=spec.request_uri, max_forwards=upstream.max_forwards,
                                received=upstream.received, rport=upstream.rport, pop_routes=upstream.pop_routes,
-                               record_route=record_route, add_headers=headers, drop_headers=drop)
+                               record_route=record_route, add_headers=headers, drop_headers=drop,
+                               cseq=request.cseq.number + cseq_shift if cseq_shift else None)
         transaction = ClientTransaction(data, method=request.method, hop=spec.hop, now=now, timers=self.timers)
-        state = BranchState(id=branch_id, spec=spec, rule_index=rule_index)
+        state = BranchState(id=branch_id, spec=spec, rule_index=rule_index, cseq_shift=cseq_shift)
         entry = _ClientEntry((branch_id, request.method), transaction, context, state)
         self._client[entry.key] = entry
         self._emit(transaction.start())
@@ -545,11 +582,16 @@ class Core:
             entry.branch.live = False
 
     def _deliver(self, context: CallContext, branch: BranchState, response: Response, now: float) -> None:
+        # A branch that counts CSeq differently gets the caller's number back.
+        cseq = context.request.cseq.number if branch.cseq_shift else None
         if response.status < 200:
             if context.receive_provisional(branch, response, now):
-                self._send_upstream(context, forward_response(response), response.status, now)
+                self._send_upstream(context, forward_response(response, cseq=cseq), response.status, now)
         elif context.receive_final(branch, response, now):
-            self._send_upstream(context, forward_response(response), response.status, now)
+            if branch.cseq_shift and context.request.method == "INVITE":
+                # The dialog's later requests from the caller count the same way.
+                self._cseq_shifts[(context.request.call_id, context.request.from_tag or "")] = branch.cseq_shift
+            self._send_upstream(context, forward_response(response, cseq=cseq), response.status, now)
         self._schedule(context)
 
     def _server_outputs(self, transaction: ServerTransaction, outputs: list[object]) -> None:

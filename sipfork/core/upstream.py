@@ -23,3 +23,4 @@ class Upstream:
     max_breadth: int | None  # RFC 5393 value each branch carries, None: leave as is
     drop_headers: tuple[str, ...] = ()  # credentials for our realm, consumed here
     caller: str = ""  # for the call log line
+    cseq_shift: int = 0  # in a dialog whose gateway leg answered a challenge

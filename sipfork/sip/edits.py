@@ -80,6 +80,18 @@ def _content_length(message: Message, edits: list[Edit]) -> None:
         edits.append((message.header_end, message.header_end, b"Content-Length: %d\r\n" % len(message.body)))
 
 
+def _renumber_cseq(message: Message, number: int, edits: list[Edit]) -> None:
+    """Write ``number`` over the CSeq sequence number, keeping the method."""
+    fields = message.fields_named("cseq")
+    if not fields:
+        raise RemoteProtocolError("no CSeq")
+    start = fields[0][VALUE_START]
+    digits = start
+    while digits < fields[0][VALUE_END] and 48 <= message.raw[digits] <= 57:
+        digits += 1
+    edits.append((start, digits, b"%d" % number))
+
+
 def _pop_routes(request: Request, count: int, edits: list[Edit]) -> None:
     """Remove the first ``count`` Route values (RFC 3261 §16.4, §16.6 step 6)."""
     for field in request.fields_named("route"):
@@ -108,6 +120,7 @@ def forward_request(
     record_route: Sequence[str] = (),
     add_headers: Sequence[tuple[str, str]] = (),
     drop_headers: Sequence[str] = (),
+    cseq: int | None = None,
 ) -> bytes:
     """The request to send to one branch, as edits of the received bytes (RFC 3261 §16.6).
 
@@ -121,6 +134,9 @@ def forward_request(
     - ``add_headers`` go before the blank line; every header named in
       ``drop_headers`` is removed (not Via, Max-Forwards, Content-Length,
       Call-ID, CSeq, From or To).
+    - ``cseq`` replaces the CSeq number: a branch that answered a gateway's
+      challenge counts one higher than the caller (RFC 3261 §22.2), and the
+      dialog's later requests with it.
     - Content-Length is added when the datagram had none.
     """
     raw = request.raw
@@ -174,14 +190,18 @@ def forward_request(
     if add_headers:
         added = b"".join(_line(name, value) for name, value in add_headers)
         edits.append((request.header_end, request.header_end, added))
+    if cseq is not None:
+        _renumber_cseq(request, cseq, edits)
     _content_length(request, edits)
     return _splice(raw, request.body_end, edits)
 
 
-def forward_response(response: Response) -> bytes:
+def forward_response(response: Response, *, cseq: int | None = None) -> bytes:
     """The response to pass upstream: the top Via value removed (RFC 3261 §16.7 step 3).
 
     The top value may share its line with others; then only it goes.
+    ``cseq`` puts back the caller's CSeq number on a branch that counts
+    differently (see :func:`forward_request`).
     """
     via_fields = response.fields_named("via")
     if not via_fields:
@@ -193,5 +213,7 @@ def forward_response(response: Response) -> bytes:
         edits = [(top[LINE_START], top[LINE_END], b"")]
     else:
         edits = [(spans[0][0], spans[1][0], b"")]
+    if cseq is not None:
+        _renumber_cseq(response, cseq, edits)
     _content_length(response, edits)
     return _splice(response.raw, response.body_end, edits)

@@ -325,3 +325,62 @@ def test_in_dialog_bye_follows_the_route_to_the_contact() -> None:
     assert forwarded[0].header("Route") is None
     core.receive(reply(forwarded[0], 200, to_tag="a1"), ("127.0.0.1", 6001), "udp", NOW + 0.1)
     assert [r.status for r in to(CALLER[1], sends(core))] == [200]  # type: ignore[union-attr]
+
+
+GATEWAY_CONFIG = CONFIG.replace('inbound_from = ["127.0.0.9"]', '''username = "pbx"
+password = "trunk-secret"
+inbound_from = ["127.0.0.9"]''') + """
+[[number]]
+number = "+4922166966966"
+
+[[number.forwarding]]
+type = "always"
+duration = 20
+targets = ["+491701234567"]
+"""
+
+
+def test_gateway_challenge_is_answered_once_on_a_new_branch_and_cseq_is_kept_for_the_caller() -> None:
+    config = parse_config(GATEWAY_CONFIG, path=Path("/tmp/sipfork-test/proxy.toml"))
+    core = Core(config, ids=Ids(random.Random(3).randbytes))
+    core.receive(invite("+4922166966966"), CALLER, "udp", NOW)
+    first = to(5080, sends(core))[0]
+    assert first.uri == "sip:+491701234567@127.0.0.1:5080"
+    assert "<sip:+4922166966966@pbx.local>" in (first.header("Diversion") or "")
+    challenge = reply(first, 407, to_tag="gw").replace(
+        b"Content-Length: 0", b'Proxy-Authenticate: Digest realm="trunk", nonce="n1", qop="auth", algorithm=MD5\r\n'
+                              b"Content-Length: 0")
+    core.receive(challenge, ("127.0.0.1", 5080), "udp", NOW + 0.1)
+    out = to(5080, sends(core))
+    assert [m.method for m in out] == ["ACK", "INVITE"]  # type: ignore[union-attr]
+    retry = out[1]
+    assert retry.cseq.number == 2 and retry.vias[0].branch != first.vias[0].branch
+    credentials = retry.header("Proxy-Authorization") or ""
+    assert 'username="pbx"' in credentials and 'realm="trunk"' in credentials
+    assert retry.header("Diversion") == first.header("Diversion")
+    core.receive(reply(retry, 200, to_tag="gw2"), ("127.0.0.1", 5080), "udp", NOW + 1)
+    answered = to(CALLER[1], sends(core))
+    assert [(r.status, r.cseq.number) for r in answered] == [(200, 1)]  # type: ignore[union-attr]
+    ack = invite("+4922166966966", method="ACK", branch="z9hG4bKack", to_tag="gw2",
+                 extra="Route: <sip:127.0.0.1:5060;lr>\r\n").replace(
+        b"ACK sip:+4922166966966@pbx.local", b"ACK sip:gw@127.0.0.1:5080")
+    core.receive(ack, CALLER, "udp", NOW + 1.1)
+    forwarded = to(5080, sends(core))
+    assert [(m.method, m.cseq.number) for m in forwarded] == [("ACK", 2)]  # type: ignore[union-attr]
+
+
+def test_a_second_challenge_is_not_answered_again() -> None:
+    config = parse_config(GATEWAY_CONFIG, path=Path("/tmp/sipfork-test/proxy.toml"))
+    core = Core(config, ids=Ids(random.Random(4).randbytes))
+    core.receive(invite("+4922166966966"), CALLER, "udp", NOW)
+    request = to(5080, sends(core))[0]
+    header = b'Proxy-Authenticate: Digest realm="trunk", nonce="n1", algorithm=MD5\r\nContent-Length: 0'
+    core.receive(reply(request, 407, to_tag="gw").replace(b"Content-Length: 0", header), ("127.0.0.1", 5080), "udp",
+                 NOW + 0.1)
+    retry = to(5080, sends(core))[1]
+    core.receive(reply(retry, 407, to_tag="gw").replace(b"Content-Length: 0", header), ("127.0.0.1", 5080), "udp",
+                 NOW + 0.2)
+    out = sends(core)
+    assert [m.method for m in to(5080, out)] == ["ACK"]  # type: ignore[union-attr]
+    # The rule failed (not busy, not timed out): unreachable → otherwise (480).
+    assert [r.status for r in to(CALLER[1], out)] == [480]  # type: ignore[union-attr]
