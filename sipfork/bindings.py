@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from attrs import frozen
 
+from sipfork.routing.plan import Hop
+from sipfork.sip.errors import RemoteProtocolError
+from sipfork.sip.uri import SipUri, parse_uri
+
 
 @frozen(kw_only=True)
 class Binding:
@@ -26,3 +30,16 @@ class Binding:
     cseq: int = 0
     user_agent: str = ""
     registered_at: float = 0.0
+
+    def hop(self) -> Hop:
+        """Where requests to this contact go: where it registered from; over
+        TCP also the Contact's own address, for when that connection is gone."""
+        alternate = None
+        if self.transport == "tcp":
+            try:
+                uri = parse_uri(self.contact)
+            except RemoteProtocolError:
+                uri = None
+            if isinstance(uri, SipUri) and (uri.host, uri.port) != (self.source_host, self.source_port):
+                alternate = (uri.host, uri.port or 5060)
+        return Hop(host=self.source_host, port=self.source_port, transport=self.transport, alternate=alternate)

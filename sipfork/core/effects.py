@@ -15,6 +15,7 @@ class Send:
     host: str
     port: int
     transport: str
+    alternate: tuple[str, int] | None = None  # see Hop.alternate
 
 
 @frozen(kw_only=True)

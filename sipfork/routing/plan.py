@@ -31,6 +31,9 @@ class Hop:
     host: str
     port: int
     transport: str  # "udp" | "tcp"
+    # Over TCP: the contact's own address, tried when the connection it
+    # registered over is gone (after a restart of the proxy, say).
+    alternate: tuple[str, int] | None = None
 
 
 @frozen(kw_only=True)

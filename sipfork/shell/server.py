@@ -199,7 +199,7 @@ class Server:
     def send(self, effect: Send) -> None:
         try:
             if effect.transport == "tcp":
-                self.tcp.send(effect.data, effect.host, effect.port)
+                self.tcp.send(effect.data, effect.host, effect.port, effect.alternate)
                 return
             protocol = self.udp_for(effect.host, own=not effect.data.startswith(b"SIP/"))
             if protocol is None:

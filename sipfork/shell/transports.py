@@ -64,8 +64,14 @@ class TcpConnections:
     def protocol(self) -> TcpProtocol:
         return TcpProtocol(self)
 
-    def send(self, data: bytes, host: str, port: int) -> None:
+    def send(self, data: bytes, host: str, port: int, alternate: tuple[str, int] | None = None) -> None:
+        """Over the open connection to host:port, else over a new one — to
+        ``alternate`` when there is one (the phone's listening address: the
+        port it once connected from is not listening)."""
         connection = self.by_peer.get((host, port))
+        if connection is None and alternate is not None:
+            connection = self.by_peer.get(alternate)
+            host, port = alternate
         if connection is not None:
             connection.write(data)
             return

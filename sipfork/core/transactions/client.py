@@ -72,7 +72,7 @@ class ClientTransaction(Transaction):
         self.is_invite = method == "INVITE"
         self.reliable = hop.transport == "tcp"
         self._request: Request | None = None
-        self._send = Send(data=data, host=hop.host, port=hop.port, transport=hop.transport)
+        self._send = Send(data=data, host=hop.host, port=hop.port, transport=hop.transport, alternate=hop.alternate)
         self._ack: Send | None = None
         self._started = False
         self._interval = timers.t1
@@ -168,7 +168,7 @@ class ClientTransaction(Transaction):
     def _build_ack(self, response: Response | None) -> Send:
         hop = self.hop
         data = build_ack(self.request, response)
-        return Send(data=data, host=hop.host, port=hop.port, transport=hop.transport)
+        return Send(data=data, host=hop.host, port=hop.port, transport=hop.transport, alternate=hop.alternate)
 
     def _enter(self, state: ClientState, now: float, out: list) -> None:
         """Move to ``state`` and arm its timers.
