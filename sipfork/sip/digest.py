@@ -71,7 +71,7 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
 
     Quoted values are unescaped; a repeated name keeps its first value.
     """
-    text = value.strip()
+    text = value.strip(" \t\r\n")
     scheme, _, rest = text.partition(" ")
     if not scheme or _TOKEN_RE.fullmatch(scheme) is None:
         raise RemoteProtocolError(f"bad authentication scheme in {value[:60]!r}")

@@ -86,7 +86,7 @@ def header_key(name: str) -> bytes:
 
     ``"v"``, ``"V"`` and ``"Via"`` all give ``b"via"`` (RFC 3261 §7.3.3).
     """
-    lowered = name.strip().lower()
+    lowered = name.strip(LWS).lower()
     return COMPACT_FORMS.get(lowered, lowered).encode("latin-1", "replace")
 
 

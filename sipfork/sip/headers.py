@@ -36,6 +36,8 @@ _SENT_PROTOCOL_RE = re.compile(
     r"[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)"
     r"[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]+"
 )
+# CSeq = 1*DIGIT LWS Method (RFC 3261 §20.16), LWS being ASCII white space only.
+_CSEQ_RE = re.compile(r"[ \t\r\n]*(\S+?)[ \t\r\n]+(\S+?)[ \t\r\n]*")
 
 
 @frozen(kw_only=True)
@@ -62,7 +64,7 @@ class Via:
         object.__setattr__(self, "received", find_param(self.params, "received"))
         object.__setattr__(self, "has_rport", has_param(self.params, "rport"))
         object.__setattr__(
-            self, "rport", int(rport_text) if rport_text is not None and rport_text.isdigit() else None
+            self, "rport", int(rport_text) if rport_text is not None and DIGITS_RE.fullmatch(rport_text) else None
         )
 
     def param(self, name: str) -> str | None:
@@ -144,10 +146,10 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     """``1*DIGIT LWS Method``; the number must be below 2**31 (RFC 3261 §8.1.1.5)."""
-    parts = text.split()
-    if len(parts) != 2:
+    match = _CSEQ_RE.fullmatch(text)
+    if match is None:
         raise RemoteProtocolError(f"bad CSeq {text!r}")
-    number, method = parts
+    number, method = match.groups()
     if DIGITS_RE.fullmatch(number) is None or int(number) >= 2**31:
         raise RemoteProtocolError(f"bad CSeq number {text!r}")
     if TOKEN_RE.fullmatch(method) is None:

@@ -123,7 +123,7 @@ class Message:
     def field_text(self, item: Field) -> str:
         """The value of one indexed field as text: unfolded and stripped."""
         text = self.raw[item[VALUE_START] : item[VALUE_END]].decode("utf-8", "surrogateescape")
-        return unfold(text).strip() if item[FOLDED] else text
+        return unfold(text).strip(" \t") if item[FOLDED] else text
 
     def field_name(self, item: Field) -> str:
         """The header name of one field as written (compact or long)."""
@@ -200,9 +200,10 @@ class Message:
     def vias(self) -> list[Via]:
         """Every Via value in order (RFC 3261 §20.42)."""
         if self._vias is None:
-            self._vias = [parse_via(value) for value in self.header_values("via")]
-            if not self._vias:
+            vias = [parse_via(value) for value in self.header_values("via")]
+            if not vias:
                 raise RemoteProtocolError("no Via")
+            self._vias = vias
         return self._vias
 
     @property
@@ -339,8 +340,61 @@ def _check_call_id(text: str | None) -> str:
 def _index_headers(data: bytes, pos: int) -> tuple[list[Field], int, int]:
     """Index header fields from ``pos``; returns (fields, header_end, body_start).
 
-    One pass with ``bytes.find``; CRLF is the norm, a bare LF is accepted.
+    The usual message (CRLF line ends, no stray CR or LF) is split in C and
+    indexed line by line; anything else takes the general loop.
     """
+    if data.startswith(b"\r\n", pos):
+        return [], pos, pos + 2  # no header fields at all
+    end = data.find(b"\r\n\r\n", pos)
+    if end >= 0:
+        head = data[pos:end]
+        lines = head.split(b"\r\n")
+        breaks = len(lines) - 1
+        if head.count(b"\n") == breaks and head.count(b"\r") == breaks:
+            return _index_crlf_lines(lines, pos), end + 2, end + 4
+    return _index_lines(data, pos)
+
+
+def _index_crlf_lines(lines: list[bytes], pos: int) -> list[Field]:
+    """Index the header lines of a CRLF message whose header section starts at ``pos``."""
+    fields: list[Field] = []
+    append = fields.append
+    token = _TOKEN_BYTES_RE.fullmatch
+    compact = COMPACT_KEYS
+    for line in lines:
+        size = len(line)
+        line_end = pos + size + 2
+        if line[:1] in (b" ", b"\t"):
+            # A continuation line (RFC 3261 §7.3.1): extend the previous field.
+            if not fields:
+                raise RemoteProtocolError("continuation line before any header")
+            key, line_start, value_start, value_end, _, _ = fields[-1]
+            text = line.rstrip(b" \t")
+            if text:
+                if value_start == value_end:  # the value starts on this line
+                    value_start = pos + size - len(line.lstrip(b" \t"))
+                value_end = pos + len(text)
+            fields[-1] = (key, line_start, value_start, value_end, line_end, True)
+            pos = line_end
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise RemoteProtocolError("header line without a colon")
+        name = name.rstrip(b" \t")
+        if token(name) is None:
+            raise RemoteProtocolError("bad header name")
+        key = name.lower()
+        if len(key) == 1:
+            key = compact.get(key, key)
+        stripped = value.lstrip(b" \t")
+        value_start = pos + size - len(stripped)
+        append((key, pos, value_start, value_start + len(stripped.rstrip(b" \t")), line_end, False))
+        pos = line_end
+    return fields
+
+
+def _index_lines(data: bytes, pos: int) -> tuple[list[Field], int, int]:
+    """The general indexing loop: CRLF or bare LF line ends, one ``find`` per line."""
     fields: list[Field] = []
     find = data.find
     while True:
@@ -348,6 +402,8 @@ def _index_headers(data: bytes, pos: int) -> tuple[list[Field], int, int]:
         if newline < 0:
             raise RemoteProtocolError("header section does not end with an empty line")
         end = newline - 1 if newline > pos and data[newline - 1] == 13 else newline
+        if find(b"\r", pos, end) >= 0:
+            raise RemoteProtocolError("stray CR in a header line")
         if end == pos:
             return fields, pos, newline + 1
         first = data[pos]
@@ -429,7 +485,7 @@ def parse_message(data: bytes) -> Request | Response:
         # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         if not _is_sip_2_0(first):
             raise RemoteProtocolError(f"unsupported version {first!r}", status=505)
-        if len(second) != 3 or not second.isdigit() or not "100" <= second <= "699":
+        if len(second) != 3 or not second.isascii() or not second.isdigit() or not "100" <= second <= "699":
             raise RemoteProtocolError(f"bad status code {second!r}")
         message = Response(data, fields, header_end, body_start, size, status=int(second), reason=third)
         _check_headers(message, data)

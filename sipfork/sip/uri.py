@@ -43,6 +43,8 @@ _URI_CHARS_RE = re.compile(r"[^\x00-\x20\x7f<>\"]+")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _TEL_NUMBER_RE = re.compile(r"\+?[0-9A-Fa-f*#().\-pPwW]+")
 
+_LWS_RE = re.compile(r"[ \t\r\n]+")
+
 SUPPORTED_SCHEMES = ("sip", "sips", "tel")
 
 
@@ -250,7 +252,7 @@ def parse_name_addr(text: str) -> NameAddr:
             if '"' in display or ">" in display:
                 raise RemoteProtocolError(f"bad display name {display!r}")
             # *(token LWS): keep the words, one space apart.
-            display = " ".join(display.split()) or None
+            display = " ".join(_LWS_RE.split(display)) or None
             rest = text[angle:]
     if rest.startswith("<"):
         close = rest.find(">")
