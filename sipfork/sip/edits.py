@@ -59,6 +59,15 @@ def value_spans(message: Message, field: Field) -> list[tuple[int, int]]:
     return spans
 
 
+def _top_via(message: Message) -> tuple[Field, list[tuple[int, int]]]:
+    """The Via field holding the top Via value, and that field's value spans."""
+    for field in message.fields_named("via"):
+        spans = value_spans(message, field)
+        if spans:
+            return field, spans
+    raise RemoteProtocolError("no Via")
+
+
 def _splice(raw: bytes, end: int, edits: list[Edit]) -> bytes:
     """Apply non-overlapping edits to ``raw[:end]`` in one pass."""
     edits.sort(key=lambda edit: (edit[0], edit[1]))  # stable: insertions keep their order
@@ -152,10 +161,7 @@ def forward_request(
             raise LocalProtocolError(f"bad Request-URI {request_uri!r}")
         edits.append((request.uri_start, request.uri_end, _encode(request_uri)))
 
-    via_fields = request.fields_named("via")
-    if not via_fields:
-        raise RemoteProtocolError("no Via")
-    top = via_fields[0]
+    top, top_spans = _top_via(request)
     new_via = _line("Via", via)
     record_routes = b"".join(_line("Record-Route", value) for value in record_route)
     existing_rr = [] if b"record-route" in dropped else request.fields_named("record-route")
@@ -166,10 +172,7 @@ def forward_request(
         edits.append((top[LINE_START], top[LINE_START], new_via + record_routes))
 
     if received is not None or rport is not None:
-        spans = value_spans(request, top)
-        if not spans:
-            raise RemoteProtocolError("empty Via")
-        start, end = spans[0]
+        start, end = top_spans[0]
         old = raw[start:end].decode("utf-8", "surrogateescape")
         edits.append((start, end, _encode(set_via_received(old, received=received, rport=rport))))
 
@@ -203,13 +206,9 @@ def forward_response(response: Response, *, cseq: int | None = None) -> bytes:
     ``cseq`` puts back the caller's CSeq number on a branch that counts
     differently (see :func:`forward_request`).
     """
-    via_fields = response.fields_named("via")
-    if not via_fields:
-        raise RemoteProtocolError("no Via")
-    top = via_fields[0]
-    spans = value_spans(response, top)
+    top, spans = _top_via(response)
     edits: list[Edit]
-    if len(spans) <= 1:
+    if len(spans) == 1:
         edits = [(top[LINE_START], top[LINE_END], b"")]
     else:
         edits = [(spans[0][0], spans[1][0], b"")]

@@ -73,6 +73,8 @@ DIGITS_RE = re.compile(r"[0-9]{1,10}")
 #: A folded line break: CRLF (or bare LF) followed by white space (RFC 3261 §7.3.1).
 FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 LWS = " \t\r\n"
+# An unquoted generic-param value: token or host, so no white space, quotes or <>.
+_PARAM_VALUE_RE = re.compile(r'[^ \t\r\n"<>]+')
 
 
 def is_token(text: str) -> bool:
@@ -243,7 +245,7 @@ def parse_params(text: str) -> Params:
             if value.startswith('"'):
                 if end_of_quoted(value, 0) != len(value):
                     raise RemoteProtocolError(f"bad quoted parameter {part!r}")
-            elif not value or any(c in LWS or c in '"<>' for c in value):
+            elif _PARAM_VALUE_RE.fullmatch(value) is None:
                 raise RemoteProtocolError(f"bad parameter value {part!r}")
             params.append((name, value))
         else:

@@ -18,6 +18,7 @@ build the error response from its Via/From/To/Call-ID/CSeq lines.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.grammar import (
@@ -42,7 +43,12 @@ MAX_MESSAGE_SIZE = 65535
 # first byte of the name; value_start..value_end is the value without
 # surrounding white space; line_end is just past the line's final LF.
 Field = tuple[bytes, int, int, int, int, bool]
-KEY, LINE_START, VALUE_START, VALUE_END, LINE_END, FOLDED = range(6)
+KEY: Final = 0
+LINE_START: Final = 1
+VALUE_START: Final = 2
+VALUE_END: Final = 3
+LINE_END: Final = 4
+FOLDED: Final = 5
 
 _TOKEN_BYTES_RE = re.compile(rb"[A-Za-z0-9.!%*_+`'~-]+")
 _NON_LIST_KEYS = frozenset(name.encode() for name in NON_LIST_HEADERS)
@@ -213,11 +219,13 @@ class Message:
             if self._vias is not None:
                 self._top_via = self._vias[0]
             else:
-                found = self._index.get(b"via")
-                values = split_commas(self.field_text(found[0])) if found else []
-                if not values:
+                for item in self._index.get(b"via", ()):
+                    values = split_commas(self.field_text(item))
+                    if values:
+                        self._top_via = parse_via(values[0])
+                        break
+                else:
                     raise RemoteProtocolError("no Via")
-                self._top_via = parse_via(values[0])
         return self._top_via
 
     @property
@@ -337,6 +345,25 @@ def _check_call_id(text: str | None) -> str:
     return text
 
 
+# Header names as written -> index keys.  A bounded memo: the names a proxy
+# sees are few, and one dict lookup replaces validating, lowercasing and
+# expanding the compact form on every line.
+_NAME_KEYS: dict[bytes, bytes] = {}
+_NAME_KEYS_LIMIT = 2048
+
+
+def _name_key(name: bytes) -> bytes:
+    """The index key for a header name as written (before the colon); 400 if not a token."""
+    stripped = name.rstrip(b" \t")
+    if _TOKEN_BYTES_RE.fullmatch(stripped) is None:
+        raise RemoteProtocolError("bad header name")
+    key = stripped.lower()
+    key = COMPACT_KEYS.get(key, key)
+    if len(_NAME_KEYS) < _NAME_KEYS_LIMIT:
+        _NAME_KEYS[name] = key
+    return key
+
+
 def _index_headers(data: bytes, pos: int) -> tuple[list[Field], int, int]:
     """Index header fields from ``pos``; returns (fields, header_end, body_start).
 
@@ -359,8 +386,7 @@ def _index_crlf_lines(lines: list[bytes], pos: int) -> list[Field]:
     """Index the header lines of a CRLF message whose header section starts at ``pos``."""
     fields: list[Field] = []
     append = fields.append
-    token = _TOKEN_BYTES_RE.fullmatch
-    compact = COMPACT_KEYS
+    known = _NAME_KEYS.get
     for line in lines:
         size = len(line)
         line_end = pos + size + 2
@@ -380,12 +406,7 @@ def _index_crlf_lines(lines: list[bytes], pos: int) -> list[Field]:
         name, colon, value = line.partition(b":")
         if not colon:
             raise RemoteProtocolError("header line without a colon")
-        name = name.rstrip(b" \t")
-        if token(name) is None:
-            raise RemoteProtocolError("bad header name")
-        key = name.lower()
-        if len(key) == 1:
-            key = compact.get(key, key)
+        key = known(name) or _name_key(name)
         stripped = value.lstrip(b" \t")
         value_start = pos + size - len(stripped)
         append((key, pos, value_start, value_start + len(stripped.rstrip(b" \t")), line_end, False))
@@ -428,12 +449,8 @@ def _index_lines(data: bytes, pos: int) -> tuple[list[Field], int, int]:
         colon = find(b":", pos, end)
         if colon < 0:
             raise RemoteProtocolError("header line without a colon")
-        name = data[pos:colon].rstrip(b" \t")
-        if _TOKEN_BYTES_RE.fullmatch(name) is None:
-            raise RemoteProtocolError("bad header name")
-        key = name.lower()
-        if len(key) == 1:
-            key = COMPACT_KEYS.get(key, key)
+        name = data[pos:colon]
+        key = _NAME_KEYS.get(name) or _name_key(name)
         value_start = colon + 1
         while value_start < end and data[value_start] in _WHITESPACE:
             value_start += 1
