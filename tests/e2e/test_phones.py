@@ -24,7 +24,6 @@ from .phones import (
     PhoneDied,
     PhoneTimeout,
     RunningProxy,
-    ipv6_available,
     pjsua2_has_ipv6,
     prepare_config,
     render_config,
@@ -139,21 +138,11 @@ def test_tcp_phones(phone_factory: PhoneFactory) -> None:
     assert bob.wait_for("call_state", state="DISCONNECTED")
 
 
-@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback here")
-@pytest.mark.skipif(not pjsua2_has_ipv6(), reason="this pjsua2 build has no IPv6 support (PJ_HAS_IPV6 off)")
-def test_ipv6_phones(phone_factory: PhoneFactory) -> None:
-    alice = phone_factory("alice", ipv6=True)
-    bob = phone_factory("bob", ipv6=True, auto_answer_after=0)
-    assert bob.uri.startswith("sip:bob@[::1]:")
-
-    call = alice.call(bob.uri)
-    assert alice.wait_for("call_state", call=call, state="CONFIRMED")
-    alice.hangup(call)
-    assert bob.wait_for("call_state", state="DISCONNECTED")
-
-
-@pytest.mark.skipif(pjsua2_has_ipv6(), reason="this pjsua2 build supports IPv6")
-def test_an_ipv6_phone_without_pjsua2_ipv6_support_fails_clearly(phone_factory: PhoneFactory) -> None:
+def test_an_ipv6_phone_fails_clearly_with_this_pjsua2_build(phone_factory: PhoneFactory) -> None:
+    # The PyPI wheel is built without PJ_HAS_IPV6: IPv6 devices are played
+    # by SIPp instead (tests/e2e/test_ipv6.py). A wheel with IPv6 makes this
+    # test fail, which is the cue to move the IPv6 test to pjsua2.
+    assert not pjsua2_has_ipv6()
     with pytest.raises(PhoneDied, match="no IPv6 support"):
         phone_factory("alice", ipv6=True)
 
