@@ -23,7 +23,7 @@ on ``call=`` or ``role=`` when several calls are about. Event kinds and fields:
                    (requests), status, reason (responses), headers, body, cseq,
                    cseq_method, sip_call_id, call (the call handle if known),
                    transport, peer, text (the whole message)
-``auto_action``    call, action (ringing/answer/reject), code, error
+``auto_action``    call, action (ringing/answer/reject/challenge), code, error
 ``phone_error``    where, error (a Python traceback from a pjsua2 callback)
 
 Every event has ``kind``, ``seq`` and ``t`` (time.monotonic() in the phone
@@ -110,16 +110,6 @@ def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True, al
     raise OSError(f"no free port on {hosts}")
 
 
-def ipv6_available() -> bool:
-    """Whether ::1 can be bound here (containers often have no IPv6 loopback)."""
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 _pjsua2_ipv6: bool | None = None
 
 
@@ -135,6 +125,31 @@ def pjsua2_has_ipv6() -> bool:
         )
         _pjsua2_ipv6 = probe.returncode == 0
     return _pjsua2_ipv6
+
+
+def digest_response(authorization: str, *, password: str, method: str = "INVITE") -> tuple[dict[str, str], str]:
+    """The parameters of an MD5 ``Authorization``/``Proxy-Authorization``
+    value and the response it should carry for ``password`` (RFC 2617, with
+    or without qop=auth): ``params["response"] == expected`` when right."""
+    import hashlib
+    import re
+
+    scheme, _, rest = authorization.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise AssertionError(f"not a digest credential: {authorization!r}")
+    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+              for m in re.finditer(r'([A-Za-z0-9_-]+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', rest)}
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    ha1 = md5(f"{params['username']}:{params['realm']}:{password}")
+    ha2 = md5(f"{method}:{params['uri']}")
+    if params.get("qop"):
+        expected = md5(f"{ha1}:{params['nonce']}:{params['nc']}:{params['cnonce']}:{params['qop']}:{ha2}")
+    else:
+        expected = md5(f"{ha1}:{params['nonce']}:{ha2}")
+    return params, expected
 
 
 def _bracket(host: str) -> str:
@@ -288,6 +303,9 @@ class Phone:
         auto_reject: int | None = None,
         auto_ringing: bool = True,
         nat_contact: bool = False,
+        host: str | None = None,
+        challenge_first: bool = False,
+        challenge_realm: str = "trunk",
         log_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 20.0,
     ) -> Phone:
@@ -297,7 +315,15 @@ class Phone:
         Its local URI (``phone.uri``) can be called directly, without a proxy.
         ``nat_contact=True``: over TCP, register the connection's source port
         as Contact (pjsua's default, like a phone behind NAT) instead of the
-        listening port."""
+        listening port.
+        ``host``: listen on another loopback address (``"127.0.0.2"``: a
+        second machine, e.g. a trunk whose calls come from an ``inbound_from``
+        address). ``challenge_first=True``: play a SIP trunk that answers an
+        INVITE without credentials with 407 and ``Proxy-Authenticate: Digest
+        realm="<challenge_realm>", nonce=…, algorithm=MD5, qop="auth"`` (an
+        ``auto_action`` event with action "challenge"); an INVITE with
+        ``Proxy-Authorization`` is handled as any call (``digest_response``
+        lets the test check it)."""
         from multiprocessing.connection import Connection
 
         if transport not in ("udp", "tcp"):
@@ -318,6 +344,9 @@ class Phone:
             "auto_reject": auto_reject,
             "auto_ringing": auto_ringing,
             "nat_contact": nat_contact,
+            "host": host,
+            "challenge_first": challenge_first,
+            "challenge_realm": challenge_realm,
             "log_path": str(phone.log_path),
             "softphone_path": str(SOFTPHONE_PATH),
             "parent_pid": os.getpid(),
@@ -473,9 +502,9 @@ class Phone:
         """Send a provisional response (for phones started with ``auto_ringing=False``)."""
         return self._command("ringing", call=call, code=code)[0]
 
-    def reject(self, call: int | None = None, code: int = 486) -> int:
-        """Reject a ringing incoming call with ``code``."""
-        return self._command("reject", call=call, code=code)[0]
+    def reject(self, call: int | None = None, code: int = 486, *, headers: Mapping[str, str] | None = None) -> int:
+        """Reject a ringing incoming call with ``code`` (and ``headers`` in the response)."""
+        return self._command("reject", call=call, code=code, headers=dict(headers or {}))[0]
 
     def hangup(self, call: int | None = None) -> int:
         """Hang up (CANCEL, BYE or 603 as the state needs); the latest live call if None."""
@@ -487,8 +516,8 @@ class Phone:
     def configure(self, **options: Any) -> None:
         """Change what the phone does with the next incoming calls:
         ``auto_answer_after`` (seconds or None), ``auto_reject`` (a status code
-        or None), ``auto_ringing`` (bool)."""
-        unknown = set(options) - {"auto_answer_after", "auto_reject", "auto_ringing"}
+        or None), ``auto_ringing`` (bool), ``challenge_first`` (bool)."""
+        unknown = set(options) - {"auto_answer_after", "auto_reject", "auto_ringing", "challenge_first"}
         if unknown:
             raise TypeError(f"unknown phone options {sorted(unknown)}")
         self._command("configure", **options)
@@ -728,6 +757,9 @@ def _child_main(fd: int) -> None:
             auto_answer_after=config["auto_answer_after"],
             auto_reject=config["auto_reject"],
             nat_contact=config["nat_contact"],
+            host=config["host"],
+            challenge_first=config["challenge_first"],
+            challenge_realm=config["challenge_realm"],
         )
         core.start()
     except BaseException as error:  # reported to the test, which raises it
