@@ -169,3 +169,11 @@ def test_build_request() -> None:
     with pytest.raises(LocalProtocolError):
         build_request("OPTIONS", "sip:h", via="v", from_="f", to="t", call_id="c\r\nX: y", cseq=1)
 
+
+
+def test_cseq_renumbering_both_ways() -> None:
+    out = request(forward_request(request(), via="SIP/2.0/UDP p;branch=z9hG4bKp", cseq=8))
+    assert out.cseq.number == 8 and out.cseq.method == "INVITE"
+    ringing = response(build_response(out, 180, to_tag="t"))
+    back = response(forward_response(ringing, cseq=7))
+    assert back.cseq.number == 7 and back.cseq.method == "INVITE"

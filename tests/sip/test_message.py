@@ -267,3 +267,31 @@ def test_contact_star() -> None:
     m2 = parse_message(wire("REGISTER sip:h SIP/2.0", *GOOD[1:5], "CSeq: 1 REGISTER", "Contact: *, <sip:a@h>"))
     with pytest.raises(RemoteProtocolError):
         parse_contacts(m2)
+
+
+def test_size_limit_and_leading_crlf() -> None:
+    lines = [*GOOD, "X-Pad: "]
+    base = wire(*lines)
+    pad = MAX_MESSAGE_SIZE - len(base)
+    largest = wire(*lines[:-1], "X-Pad: " + "p" * pad)
+    assert len(largest) == MAX_MESSAGE_SIZE
+    assert parse_message(largest).header("x-pad") == "p" * pad
+    m = parse_message(b"\r\n\r\n" + wire(*GOOD))
+    assert isinstance(m, Request) and m.uri == "sip:b@h"
+
+
+def test_header_lookup_forms() -> None:
+    m = parse_message(wire(*GOOD, "Supported: a", "k: b", "SUPPORTED: c, d"))
+    assert m.header("x-none") is None and m.header_lines("x-none") == [] and m.header_values("x-none") == []
+    assert m.has_header("K") and m.has_header("supported") and not m.has_header("require")
+    assert m.header("k") == "a"
+    assert m.header_lines("Supported") == ["a", "b", "c, d"]
+    assert m.header_values("SUPPORTED") == ["a", "b", "c", "d"]
+    m2 = parse_message(wire(*GOOD, 'Authorization: Digest username="a", realm="b"', "Date: Sat, 13 Nov 2010 23:29:00 GMT"))
+    assert m2.header_values("authorization") == ['Digest username="a", realm="b"']
+    assert m2.header_values("date") == ["Sat, 13 Nov 2010 23:29:00 GMT"]
+
+
+def test_stray_cr_is_refused() -> None:
+    with pytest.raises(RemoteProtocolError):
+        parse_message(wire(*GOOD, "X-Bad: a\rb"))
