@@ -3,7 +3,7 @@ the routing planner and the store."""
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import field, frozen
 
 from sipfork.routing.plan import Hop
 from sipfork.sip.errors import RemoteProtocolError
@@ -30,10 +30,13 @@ class Binding:
     cseq: int = 0
     user_agent: str = ""
     registered_at: float = 0.0
+    # Where requests to this contact go, worked out once: the planner asks
+    # for it on every call.
+    hop: Hop = field(init=False, eq=False, repr=False)
 
-    def hop(self) -> Hop:
-        """Where requests to this contact go: where it registered from; over
-        TCP also the Contact's own address, for when that connection is gone."""
+    def __attrs_post_init__(self) -> None:
+        """Where it registered from; over TCP also the Contact's own address,
+        for when that connection is gone."""
         alternate = None
         if self.transport == "tcp":
             try:
@@ -42,4 +45,5 @@ class Binding:
                 uri = None
             if isinstance(uri, SipUri) and (uri.host, uri.port) != (self.source_host, self.source_port):
                 alternate = (uri.host, uri.port or 5060)
-        return Hop(host=self.source_host, port=self.source_port, transport=self.transport, alternate=alternate)
+        object.__setattr__(self, "hop", Hop(host=self.source_host, port=self.source_port, transport=self.transport,
+                                            alternate=alternate))

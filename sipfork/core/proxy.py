@@ -376,7 +376,7 @@ class Core:
             return hop_for_uri(routes[pop_routes].uri)
         binding = self.location.find_contact(request.uri)
         if binding is not None:
-            return binding.hop()
+            return binding.hop
         ruri = request.ruri
         if self.interfaces.is_local_uri(ruri):
             return None

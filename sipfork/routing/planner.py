@@ -308,7 +308,7 @@ def _devices(user: str, registrations: Registrations, now: float) -> tuple[Branc
             key=f"contact:{user}:{b.contact}",
             label=f"{user} ({b.contact})",
             request_uri=b.contact,
-            hop=b.hop(),
+            hop=b.hop,
         )
         for b in ordered
     )
