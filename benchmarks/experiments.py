@@ -75,6 +75,7 @@ class CallBatch:
     caller_exit: int | None
     udp_in: int
     udp_drops: int
+    proxy_udp_drops: int
     error_count: int
     first_errors: list[str]
 
@@ -113,6 +114,7 @@ class CallBatch:
             "caller_exit": self.caller_exit,
             "udp_datagrams": self.udp_in,
             "udp_rcvbuf_drops": self.udp_drops,
+            "proxy_udp_drops": self.proxy_udp_drops,
             "caller": self.caller.as_dict(),
             "contacts": [c.as_dict() for c in self.contacts],
             "error_count": self.error_count,
@@ -155,6 +157,7 @@ def run_calls(
     cpu0 = proxy.cpu_seconds()
     sipp_cpu0 = sipp.sipp_cpu_children()
     udp0 = sipp.udp_counters()
+    proxy_drops0 = proxy.udp_drops()
     t0 = time.monotonic()
     caller = sipp.SippProcess(
         f"{tag}-caller",
@@ -174,6 +177,7 @@ def run_calls(
     cpu1 = proxy.cpu_seconds()
     sipp_cpu1 = sipp.sipp_cpu_children()
     udp1 = sipp.udp_counters()
+    proxy_drops1 = proxy.udp_drops()
     errors = 0
     first: list[str] = []
     for p in [caller, *contacts]:
@@ -191,6 +195,7 @@ def run_calls(
         caller_exit=caller.returncode,
         udp_in=udp1.get("in", 0) - udp0.get("in", 0),
         udp_drops=udp1.get("rcvbuf_errors", 0) - udp0.get("rcvbuf_errors", 0),
+        proxy_udp_drops=proxy_drops1 - proxy_drops0,
         error_count=errors,
         first_errors=first[:6],
     )
@@ -264,7 +269,8 @@ def throughput(
             f"  {proxy.name} {rate:g} calls/s: {batch.completed}/{calls} completed, "
             f"{batch.failed} failed, {batch.retransmissions} retransmissions, "
             f"CPU {'-' if cpc is None else f'{cpc:.3f}'} ms/call, "
-            f"{batch.udp_drops} UDP drops, wall {batch.wall_s:.1f} s"
+            f"UDP drops {batch.proxy_udp_drops} at the proxy / {batch.udp_drops} in all, "
+            f"wall {batch.wall_s:.1f} s"
         )
         if not proxy.alive():
             log(f"  {proxy.name} died: {proxy.log_tail(500)}")

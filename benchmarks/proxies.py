@@ -133,6 +133,35 @@ class Proxy:
                 total += int(stat[11]) + int(stat[12])  # utime, stime (fields 14, 15)
         return total / CLK_TCK
 
+    def udp_drops(self) -> int:
+        """Datagrams the kernel dropped on the proxy's own UDP sockets (full
+        receive buffer), from /proc/net/udp{,6}, since the sockets opened."""
+        inodes = set()
+        for pid in self.pids():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        drops = 0
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        cols = line.split()
+                        if len(cols) >= 13 and cols[9] in inodes:
+                            drops += int(cols[12])
+            except (OSError, StopIteration, ValueError):
+                continue
+        return drops
+
     def memory(self) -> Memory:
         pids = self.pids()
         rss = [_status_kib(pid, "VmRSS") for pid in pids]

@@ -147,8 +147,8 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             "retransmissions in every SIPp process (caller and the 3 contacts); stepping stops after "
             "the first unclean step. CPU per call: utime+stime of all the proxy's processes over the "
             "step ÷ calls completed. SIPp runs on the same 2 cores (its CPU is shown too). "
-            "UDP drops: datagrams the kernel dropped on a full socket receive buffer during the step "
-            "(any socket: the proxy's or SIPp's).",
+            "UDP drops: datagrams the kernel dropped on a full socket receive buffer during the step, "
+            "on the proxy's own sockets / on any socket of the machine (SIPp's included).",
             "",
         ]
         mx = {p: results["proxies"].get(p, {}).get("max_clean_rate") for p in present}
@@ -159,7 +159,7 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             lines.append(f"- Ratio sipfork / Kamailio: {_ratio(mx.get('sipfork'), mx.get('kamailio'))}")
         lines += [
             "",
-            "| calls/s | proxy | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | UDP drops | wall s |",
+            "| calls/s | proxy | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | UDP drops proxy / all | wall s |",
             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         by_rate: dict[float, dict[str, dict]] = {}
@@ -173,7 +173,7 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                     lines.append(
                         f"| {rate:g} | {p} | {s['completed']}/{s['calls']} | {s['failed']} | "
                         f"{s['retransmissions']} | {_fmt(s['cpu_per_call_ms'], 3)} | {_fmt(s['proxy_cpu_s'], 2)} | "
-                        f"{_fmt(s['sipp_cpu_s'], 2)} | {s.get('udp_rcvbuf_drops', '–')} | {_fmt(s['wall_s'], 1)} |"
+                        f"{_fmt(s['sipp_cpu_s'], 2)} | {s.get('proxy_udp_drops', '–')} / {s.get('udp_rcvbuf_drops', '–')} | {_fmt(s['wall_s'], 1)} |"
                     )
             if both and all(p in by_rate[rate] for p in PROXIES):
                 s, k = by_rate[rate]["sipfork"], by_rate[rate]["kamailio"]
