@@ -252,6 +252,15 @@ def ipv6_supported() -> bool:
     return probe.returncode == 0
 
 
+def _add_headers(prm: pj.CallOpParam, headers: dict[str, str] | None) -> None:
+    """Put extra headers into the request or response a call operation sends."""
+    for name, value in (headers or {}).items():
+        header = pj.SipHeader()
+        header.hName = name
+        header.hValue = value
+        prm.txOption.headers.append(header)
+
+
 def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
     lowered = name.lower()
     for header, value in headers:
@@ -350,6 +359,17 @@ class PhoneCore:
     An incoming call is answered with 180 Ringing at once (``auto_ringing``),
     rejected with ``auto_reject`` if set, and answered with 200 after
     ``auto_answer_after`` seconds if set.
+
+    ``host`` binds the phone to another local address than 127.0.0.1 (any of
+    127.0.0.0/8 works on Linux: a second "machine" on loopback).
+
+    ``challenge_first=True`` makes the phone play a SIP trunk that wants
+    credentials: an incoming INVITE without ``Proxy-Authorization`` (or
+    ``Authorization``) is answered with 407 and ``Proxy-Authenticate: Digest
+    realm="<challenge_realm>", nonce="…", algorithm=MD5, qop="auth"``
+    (reported as an ``auto_action`` with action "challenge"); an INVITE that
+    carries credentials is handled as any other call. The phone does not
+    check the credentials itself: the test can (``digest_response``).
     """
 
     def __init__(
@@ -367,17 +387,22 @@ class PhoneCore:
         user_agent: str | None = None,
         nat_contact: bool = False,
         log_level: int = 5,
+        host: str | None = None,
+        challenge_first: bool = False,
+        challenge_realm: str = "trunk",
     ) -> None:
         if transport not in ("udp", "tcp"):
             raise PhoneError(f"transport must be 'udp' or 'tcp', not {transport!r}")
         self.name = name
         self.transport = transport
         self.ipv6 = ipv6
-        self.host = "::1" if ipv6 else "127.0.0.1"
+        self.host = host or ("::1" if ipv6 else "127.0.0.1")
         self.port = port
         self.auto_ringing = auto_ringing
         self.auto_answer_after = auto_answer_after
         self.auto_reject = auto_reject
+        self.challenge_first = challenge_first
+        self.challenge_realm = challenge_realm
         self.user_agent = user_agent or f"sipfork-softphone/{name}"
         self.nat_contact = nat_contact
         self.log_level = log_level
@@ -623,11 +648,7 @@ class PhoneCore:
         rec.remote_uri = uri
         self._calls[handle] = rec
         prm = pj.CallOpParam(True)
-        for name, value in (headers or {}).items():
-            header = pj.SipHeader()
-            header.hName = name
-            header.hValue = value
-            prm.txOption.headers.append(header)
+        _add_headers(prm, headers)
         try:
             call.makeCall(uri, prm)
         except pj.Error as error:
@@ -657,11 +678,14 @@ class PhoneCore:
     def ringing(self, call: int | None = None, code: int = 180) -> int:
         return self.answer(call, code)
 
-    def reject(self, call: int | None = None, code: int = 486) -> int:
-        """Reject an incoming call that is not answered yet (486 Busy Here by default)."""
+    def reject(self, call: int | None = None, code: int = 486, headers: dict[str, str] | None = None) -> int:
+        """Reject an incoming call that is not answered yet (486 Busy Here by
+        default), with ``headers`` added to the response (a 407's
+        ``Proxy-Authenticate``, a 302's ``Contact`` …)."""
         rec = self._find(call, incoming=True)
         prm = pj.CallOpParam()
         prm.statusCode = code
+        _add_headers(prm, headers)
         try:
             rec.obj.hangup(prm)
         except pj.Error as error:
@@ -689,9 +713,9 @@ class PhoneCore:
         return handles
 
     def configure(self, **options: Any) -> None:
-        """Change ``auto_ringing``, ``auto_answer_after`` or ``auto_reject``."""
+        """Change ``auto_ringing``, ``auto_answer_after``, ``auto_reject`` or ``challenge_first``."""
         for key, value in options.items():
-            if key not in ("auto_ringing", "auto_answer_after", "auto_reject"):
+            if key not in ("auto_ringing", "auto_answer_after", "auto_reject", "challenge_first"):
                 raise PhoneError(f"unknown phone option {key!r}")
             setattr(self, key, value)
 
@@ -757,6 +781,13 @@ class PhoneCore:
             text=prm.rdata.wholeMsg,
             peer=prm.rdata.srcAddress,
         )
+        if self.challenge_first and not any(
+            name.lower() in ("proxy-authorization", "authorization") for name, _ in headers
+        ):
+            # Not from inside the callback: pjsua defers a hangup made there
+            # until the call is set up and drops the extra headers on the way.
+            self.after(0, lambda: self._challenge(rec))
+            return
         if self.auto_reject is not None:
             self._auto(rec, "reject", int(self.auto_reject))
             return
@@ -764,6 +795,22 @@ class PhoneCore:
             self._auto(rec, "ringing", 180)
         if self.auto_answer_after is not None:
             self.after(float(self.auto_answer_after), lambda: self._auto(rec, "answer", 200))
+
+    def _challenge(self, rec: _CallRecord) -> None:
+        """407 with a digest challenge, as a SIP trunk answers an INVITE without credentials."""
+        if rec.obj is None or rec.state == "DISCONNECTED":
+            return
+        nonce = os.urandom(12).hex()
+        challenge = f'Digest realm="{self.challenge_realm}", nonce="{nonce}", algorithm=MD5, qop="auth"'
+        prm = pj.CallOpParam()
+        prm.statusCode = 407
+        _add_headers(prm, {"Proxy-Authenticate": challenge})
+        try:
+            rec.obj.hangup(prm)
+        except pj.Error as error:
+            self._emit("auto_action", call=rec.handle, action="challenge", code=407, error=error.info())
+            return
+        self._emit("auto_action", call=rec.handle, action="challenge", code=407, error=None)
 
     def _auto(self, rec: _CallRecord, action: str, code: int) -> None:
         if rec.obj is None or rec.state in ("DISCONNECTED", "CONFIRMED", "CONNECTING"):
