@@ -301,7 +301,11 @@ class Core:
                    now: float) -> tuple[bool, str | None] | None:
         """(inbound from a trusted gateway, the authenticated user), or None
         when the request was answered with a challenge or a refusal."""
-        if source[0] in self.trusted:
+        if source[0] in self.trusted or self._own_branch(request):
+            # A request we forked ourselves that came back (a `sip:` target
+            # naming us: a spiral, RFC 3261 §16.3 step 4) was authorized on
+            # its first pass; it may ring our users and numbers as an
+            # inbound call does, but not dial out.
             return True, None
         result = self.authenticator.check(request, source_host=source[0], now=now, proxy=True)
         if result.status == "ok" and result.user is not None:
@@ -313,6 +317,13 @@ class Core:
             return None
         self._respond(transaction, request, 403, now)
         return None
+
+    def _own_branch(self, request: Request) -> bool:
+        """Whether the top Via is ours with the branch of a client
+        transaction of ours still alive: we sent this very request."""
+        via = request.top_via
+        return (via.branch is not None and (via.branch, request.method) in self._client
+                and self.interfaces.is_own_address(via.host, via.port))
 
     def _route_to_plan(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
                        transport: str, pop_routes: int, max_forwards: int, now: float) -> None:

@@ -384,3 +384,71 @@ def test_a_second_challenge_is_not_answered_again() -> None:
     assert [m.method for m in to(5080, out)] == ["ACK"]  # type: ignore[union-attr]
     # The rule failed (not busy, not timed out): unreachable → otherwise (480).
     assert [r.status for r in to(CALLER[1], out)] == [480]  # type: ignore[union-attr]
+
+
+LOOP_CONFIG = CONFIG + """
+[[number]]
+number = "+4922100000001"
+
+[[number.forwarding]]
+duration = 20
+targets = ["sip:+4922100000002@127.0.0.1:5060"]
+
+[[number]]
+number = "+4922100000002"
+
+[[number.forwarding]]
+duration = 20
+targets = ["sip:+4922100000001@127.0.0.1:5060"]
+"""
+
+
+def _pump_through_ourselves(core: Core, now: float) -> tuple[list[Response], list[str], list[int]]:
+    """Deliver whatever the core sends to its own address back to it, until
+    nothing is left: (what reached the caller, the log, every status the
+    core answered itself with)."""
+    to_caller: list[Response] = []
+    logs: list[str] = []
+    own_statuses: list[int] = []
+    pending = core.effects()
+    while pending:
+        effects, pending = pending, []
+        for effect in effects:
+            if isinstance(effect, Log):
+                logs.append(effect.message)
+            elif isinstance(effect, Send) and (effect.host, effect.port) == ("127.0.0.1", 5060):
+                message = parsed(effect)
+                if isinstance(message, Response):
+                    own_statuses.append(message.status)
+                core.receive(effect.data, ("127.0.0.1", 5060), "udp", now)
+                pending.extend(core.effects())
+            elif isinstance(effect, Send) and effect.port == CALLER[1]:
+                to_caller.append(parsed(effect))  # type: ignore[arg-type]
+    return to_caller, logs, own_statuses
+
+
+def test_a_forwarding_to_ourselves_is_a_spiral_and_a_loop_through_ourselves_gets_482() -> None:
+    # A sip: target naming this proxy sends the INVITE back to us. It used to
+    # be challenged like a stranger's request (407: we never answer our own
+    # challenge), so such a forwarding could not work and a loop never got
+    # as far as the loop check. Our own branch on top marks it as ours.
+    config = parse_config(LOOP_CONFIG, path=Path("/tmp/sipfork-test/proxy.toml"))
+    core = Core(config, ids=Ids(random.Random(9).randbytes))
+    core.receive(invite("+4922100000001"), CALLER, "udp", NOW)
+    to_caller, logs, own_statuses = _pump_through_ourselves(core, NOW + 0.01)
+    assert 407 not in own_statuses
+    assert own_statuses.count(482) == 1  # A → B → A: the second visit of A is the loop
+    assert sum("loop detected for +4922100000001" in line for line in logs) == 1
+    # Nothing answered: the number's otherwise (unavailable) for the caller, at once.
+    assert [r.status for r in to_caller] == [100, 480]
+
+
+def test_a_stranger_copying_our_via_is_still_challenged() -> None:
+    core = make_core(binding("alice", 6001))
+    stranger = ("127.0.0.50", 5090)
+    forged = invite(source=stranger).replace(b"Via: SIP/2.0/UDP 127.0.0.50:5090;branch=z9hG4bKcaller1;rport\r\n",
+                                             b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnotours\r\n"
+                                             b"Via: SIP/2.0/UDP 127.0.0.50:5090;branch=z9hG4bKcaller1;rport\r\n")
+    core.receive(forged, stranger, "udp", NOW)
+    statuses = [parsed(s).status for s in sends(core)]  # type: ignore[union-attr]
+    assert 407 in statuses
