@@ -79,9 +79,10 @@ class Via:
         """Where a response to this Via goes (RFC 3261 §18.2.2, RFC 3581 §4).
 
         ``received`` overrides the host and ``rport`` the port; without a port
-        the default is 5060 (SIP over UDP/TCP).
+        the default is 5060 (SIP over UDP/TCP).  A bracketed IPv6 ``received``
+        (not RFC 3261 grammar, but sent by some stacks) loses its brackets.
         """
-        host = self.received or self.host
+        host = self.received.strip("[]") if self.received else self.host
         port = self.rport if self.rport is not None else self.port
         return host, port if port is not None else 5060
 

@@ -113,6 +113,7 @@ def test_via() -> None:
     assert parse_via(str(via)) == via
     assert Via(host="h").response_address() == ("h", 5060)
     assert parse_via("SIP/2.0/TCP h:5070;rport").response_address() == ("h", 5070)
+    assert parse_via("SIP/2.0/UDP h;received=[::1];rport=7").response_address() == ("::1", 7)
 
 
 @pytest.mark.parametrize(
