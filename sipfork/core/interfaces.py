@@ -55,6 +55,7 @@ class Interfaces:
         listens = config.proxy.listen
         addresses = {(listen.host, listen.port) for listen in listens}
         hosts = {config.proxy.domain, *(listen.host for listen in listens)}
+        addresses.update((host, port) for (_, host), port in via_ports)
         for listen in listens:
             if listen.host in ("0.0.0.0", "::"):
                 addresses.add(("127.0.0.1" if listen.host == "0.0.0.0" else "::1", listen.port))
