@@ -361,6 +361,11 @@ class CallContext:
         return earliest
 
     def handle_timer(self, now: float) -> None:
+        if self.state is ContextState.RINGING and self.rule_end is not None and self.rule_end <= now:
+            # The rule's end before the branches' own: a device whose ring
+            # time ends with the rule rings on when the next rule names it.
+            self.rule_end = None
+            self._end_rule(Reason.NO_ANSWER, now)
         for branch in self.branches:
             if branch.ring_end is not None and branch.ring_end <= now:
                 self._cancel(branch, None, Outcome.NO_ANSWER, now)
@@ -369,10 +374,6 @@ class CallContext:
                 # answer is given up (RFC 3261 §16.8).
                 self._cancel(branch, None, Outcome.NO_ANSWER, now)
         if self.state is not ContextState.RINGING:
-            return
-        if self.rule_end is not None and self.rule_end <= now:
-            self.rule_end = None
-            self._end_rule(Reason.NO_ANSWER, now)
             return
         self._start_due(now)
         self._progress(now)

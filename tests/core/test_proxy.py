@@ -452,3 +452,45 @@ def test_a_stranger_copying_our_via_is_still_challenged() -> None:
     core.receive(forged, stranger, "udp", NOW)
     statuses = [parsed(s).status for s in sends(core)]  # type: ignore[union-attr]
     assert 407 in statuses
+
+
+CARRY_CONFIG = CONFIG + """
+[[number]]
+number = "+4922166966966"
+
+[[number.forwarding]]
+ringing = "sequential"
+duration = 2
+targets = ["bob", { target = "alice", duration = 2 }]
+
+[[number.forwarding]]
+duration = 4
+targets = ["alice", "carol"]
+"""
+
+
+def test_a_device_whose_own_ring_time_ends_with_the_rule_rings_on_into_the_next_rule() -> None:
+    # alice's turn (her own duration) ends together with the sequential rule;
+    # the next rule names her again. Her branch timer used to fire before the
+    # rule's end: CANCEL, then a new INVITE to the same phone (Semantics 2).
+    config = parse_config(CARRY_CONFIG, path=Path("/tmp/sipfork-test/proxy.toml"))
+    core = Core(config, ids=Ids(random.Random(5).randbytes),
+                bindings=(binding("alice", 6001), binding("bob", 6002), binding("carol", 6003)))
+    core.receive(invite("+4922166966966"), CALLER, "udp", NOW)
+    bob = to(6002, sends(core))[0]
+    core.receive(reply(bob, 180, to_tag="b"), ("127.0.0.1", 6002), "udp", NOW + 0.1)
+    sends(core)
+    core.handle_timer(NOW + 2)
+    out = sends(core)
+    assert [(m.method, m.header("Reason")) for m in to(6002, out)] == [("CANCEL", None)]  # type: ignore[union-attr]
+    alice = to(6001, out)[0]
+    assert alice.method == "INVITE"  # type: ignore[union-attr]
+    core.receive(reply(alice, 180, to_tag="a"), ("127.0.0.1", 6001), "udp", NOW + 2.1)
+    sends(core)
+    core.handle_timer(NOW + 4)
+    out = sends(core)
+    assert to(6001, out) == []  # no CANCEL, no second INVITE: she rings on
+    assert [m.method for m in to(6003, out)] == ["INVITE"]  # type: ignore[union-attr]
+    assert to(CALLER[1], out) == []
+    core.receive(reply(alice, 200, to_tag="a"), ("127.0.0.1", 6001), "udp", NOW + 5)
+    assert [r.status for r in to(CALLER[1], sends(core))] == [200]  # type: ignore[union-attr]
