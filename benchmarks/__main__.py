@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             setattr(opts, attr, value)
     opts.install = not args.no_install
     opts.write_report = not args.no_report
-    runner.run_benchmark(opts)
+    try:
+        runner.run_benchmark(opts)
+    except runner.experiments.BenchError as e:
+        print(f"benchmark: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -20,6 +20,8 @@ from .proxies import Proxy
 
 Log = Callable[[str], None]
 
+CONTACT_TIMEWAIT_S = 2.0  # <timewait> at the end of the contacts' scenarios
+
 
 def _quiet(_: str) -> None:
     pass
@@ -167,8 +169,9 @@ def run_calls(
     )
     caller.wait(limit_s + 5)
     caller.stop()
-    # the contacts end by themselves once they have seen every call
-    deadline = time.monotonic() + 3
+    # the contacts end by themselves once they have seen every call (and
+    # waited CONTACT_TIMEWAIT_S for retransmissions)
+    deadline = time.monotonic() + 3 + CONTACT_TIMEWAIT_S
     for c in contacts:
         c.wait(deadline - time.monotonic())
     for c in contacts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -92,9 +93,50 @@ def make_proxy(name: str, workdir: Path, layout: Layout, opts: Options, users=No
     )
 
 
+LOCK_FILE = Path("/tmp/sipfork-benchmark-harness.lock")
+
+
 def run_benchmark(opts: Options) -> dict:
-    """The full (or --quick) run; returns the results and writes them to JSON."""
+    """The full (or --quick) run, one at a time on this machine (the ports
+    are fixed); returns the results and writes them to JSON."""
+    with LOCK_FILE.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another benchmark run holds {LOCK_FILE}; waiting for it (at most 30 minutes)")
+            deadline = time.monotonic() + 1800
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise experiments.BenchError(f"{LOCK_FILE} still held after 30 minutes") from None
+                    time.sleep(2)
+        return _run_benchmark(opts)
+
+
+def _ports_in_use(layout: Layout, names: list[str], parts: list[str]) -> list[str]:
+    busy = []
+    endpoints = layout.sipp_endpoints if {"latency", "throughput"} & set(parts) else ()
+    if "memory" in parts:
+        endpoints += (layout.registrar_client,)
+    for ep in endpoints:
+        if not _udp_port_free(ep.host, ep.port):
+            busy.append(f"{ep.host}:{ep.port} (SIPp)")
+    for name in names:
+        if not _udp_port_free("127.0.0.1", layout.ports[name]):
+            busy.append(f"127.0.0.1:{layout.ports[name]} ({name})")
+    return busy
+
+
+def _run_benchmark(opts: Options) -> dict:
     layout = Layout()
+    busy = _ports_in_use(layout, opts.proxies, opts.parts)
+    if busy:
+        raise experiments.BenchError(
+            "UDP ports the benchmark needs are in use (another proxy or benchmark running?): " + ", ".join(busy)
+        )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = opts.out or (OUT_DIR / stamp)
     out.mkdir(parents=True, exist_ok=True)
