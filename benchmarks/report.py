@@ -159,8 +159,8 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             lines.append(f"- Ratio sipfork / Kamailio: {_ratio(mx.get('sipfork'), mx.get('kamailio'))}")
         lines += [
             "",
-            "| calls/s | proxy | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | UDP drops proxy / all | wall s |",
-            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| calls/s | proxy | clean | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | UDP drops proxy / all | wall s |",
+            "| ---: | --- | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         by_rate: dict[float, dict[str, dict]] = {}
         for p in present:
@@ -171,14 +171,14 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                 s = by_rate[rate].get(p)
                 if s:
                     lines.append(
-                        f"| {rate:g} | {p} | {s['completed']}/{s['calls']} | {s['failed']} | "
+                        f"| {rate:g} | {p} | {'yes' if s['clean'] else '**no**'} | {s['completed']}/{s['calls']} | {s['failed']} | "
                         f"{s['retransmissions']} | {_fmt(s['cpu_per_call_ms'], 3)} | {_fmt(s['proxy_cpu_s'], 2)} | "
                         f"{_fmt(s['sipp_cpu_s'], 2)} | {s.get('proxy_udp_drops', '–')} / {s.get('udp_rcvbuf_drops', '–')} | {_fmt(s['wall_s'], 1)} |"
                     )
             if both and all(p in by_rate[rate] for p in PROXIES):
                 s, k = by_rate[rate]["sipfork"], by_rate[rate]["kamailio"]
                 lines.append(
-                    f"| {rate:g} | **ratio** | | | | {_ratio(s['cpu_per_call_ms'], k['cpu_per_call_ms'])} | "
+                    f"| {rate:g} | **ratio** | | | | | {_ratio(s['cpu_per_call_ms'], k['cpu_per_call_ms'])} | "
                     f"{_ratio(s['proxy_cpu_s'], k['proxy_cpu_s'])} | | | |"
                 )
         if "cpu" in figures:
@@ -375,8 +375,9 @@ def plots(results: dict, plots_dir: Path) -> dict[str, Path]:
 
     # latency: empirical CDFs, one panel per measure
     if any(results["proxies"].get(p, {}).get("latency") for p in present):
-        metrics = ["invite_first_branch", "invite_last_branch", "ok_first_cancel", "ok_last_cancel"]
-        fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=False)
+        metrics = list(METRICS)
+        fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=False)
+        axes.flat[-1].set_axis_off()
         table = latency_table(results)
         for ax, metric in zip(axes.flat, metrics):
             for p in present:
@@ -425,6 +426,10 @@ def plots(results: dict, plots_dir: Path) -> dict[str, Path]:
                            marker="x", s=80, color="red", zorder=5)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
+        from matplotlib.ticker import ScalarFormatter
+
+        for axis in (ax.xaxis, ax.yaxis, ax2.xaxis):
+            axis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("offered calls/s")
         ax.set_ylabel("proxy CPU ms per call")
         ax.set_title("CPU per call (x: step with failures or retransmissions)", fontsize=9)
