@@ -335,7 +335,7 @@ def test_proxy_factory_starts_restarts_and_stops(proxy_factory: Callable[..., Ru
 
     assert proxy.running
     assert proxy.wait_for_log("stand-in listening on").endswith(str(proxy.port))
-    assert proxy.log_contains("got OPTIONS sip:127.0.0.1")
+    assert proxy.wait_for_log("got OPTIONS sip:127.0.0.1")  # the log is read by a thread: wait, do not peek
     assert (proxy.options() or "").startswith("SIP/2.0 200")
     assert proxy.uri("tcp") == f"sip:127.0.0.1:{proxy.port};transport=tcp"
     assert proxy.users["alice"] == "alice-secret"
