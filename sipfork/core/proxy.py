@@ -280,8 +280,7 @@ class Core:
         if method == "REGISTER":
             result = self.registrar.handle(request, source=source, transport=transport, now=now)
             self._emit(result.effects)  # stored before the 200 OK leaves (DESIGN.md)
-            status = parse_status(result.response)
-            self._server_outputs(transaction, transaction.respond(result.response, status, now))
+            self._server_outputs(transaction, transaction.respond(result.response, result.status, now))
             return
         if to_us:
             self._respond(transaction, request, 405 if method != "BYE" else 481, now, headers=(("Allow", ALLOW),))
@@ -630,21 +629,12 @@ class Core:
     def _local_time(self, now: float) -> datetime:
         return datetime.fromtimestamp(now, tz=timezone.utc).astimezone(self.zone)
 
-    @property
-    def transactions(self) -> tuple[int, int]:
-        """(server, client) transactions alive, for tests and metrics."""
-        return len(self._server), len(self._client)
 
 
 def _zone(name: str):  # type: ignore[no-untyped-def]
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(name)
-
-
-def parse_status(response: bytes) -> int:
-    """The status code of a response we built."""
-    return int(response[8:11])
 
 
 def _via_marks(via: Via, source: tuple[str, int]) -> tuple[str | None, int | None]:
