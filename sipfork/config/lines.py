@@ -22,15 +22,19 @@ class _Lines:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self.starts: list[int] = []
         self.where: dict[Path_, int] = {}
         self.pos = 0
-        try:
-            self._document()
-        except (IndexError, ValueError):  # a construct this small walker does not know
-            pass
+        self._walked = False  # walked on the first question: most files need no line number
 
     def line(self, path: Path_) -> int | None:
+        if not self._walked:
+            self._walked = True
+            self.starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+            try:
+                self._document()
+            except (IndexError, ValueError):  # a construct this small walker does not know
+                pass
         for end in range(len(path), 0, -1):
             line = self.where.get(path[:end])
             if line is not None:

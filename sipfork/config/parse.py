@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,20 +109,27 @@ def _proxy(raw: object, base: Path) -> ProxySettings:
                          ring_time=ring_time, digest_algorithms=algorithms, workers=workers)
 
 
+# One tuple object per list of algorithms, shared by every user that has it
+# (a file may have thousands of [[user]] tables with the same list).
+_ALGORITHM_NAMES = {name: name for name in DIGEST_ALGORITHMS}
+_ALGORITHM_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 def _algorithms(table: Mapping[str, object], path: Path_, default: Any) -> Any:
     values = _strings(table, path, "digest_algorithms", default)
     if values is None or values is default:
         return values
-    canonical = []
+    canonical: list[str] = []
     for index, value in enumerate(values):
-        upper = value.upper()
-        if upper not in DIGEST_ALGORITHMS:
+        upper = _ALGORITHM_NAMES.get(value.upper())
+        if upper is None:
             raise _Invalid(path + ("digest_algorithms", index),
                            f'"{value}" is not supported (choose from "SHA-256", "MD5")')
         if upper in canonical:
             raise _Invalid(path + ("digest_algorithms", index), f'"{value}" is listed twice')
         canonical.append(upper)
-    return tuple(canonical)
+    result = tuple(canonical)
+    return _ALGORITHM_LISTS.setdefault(result, result)
 
 
 def _name(table: Mapping[str, object], path: Path_, what: str) -> str:
@@ -141,7 +149,9 @@ def _user(table: Mapping[str, object], path: Path_) -> User:
     extension = _get(table, path, "extension", str, None, 'a string of digits like "11"')
     if extension is not None and not (extension.isascii() and extension.isdigit()):
         raise _Invalid(path + ("extension",), f'"{extension}" is not an extension: digits only, like "11"')
-    return User(name=name, password=password, extension=extension,
+    # Interned: many users may share a password text (generated files, tests);
+    # one string object serves them all.
+    return User(name=name, password=sys.intern(password), extension=extension,
                 digest_algorithms=_algorithms(table, path, None))
 
 

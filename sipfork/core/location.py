@@ -6,6 +6,13 @@ and emits the same changes as effects, which the shell writes to the store.
 The routing planner reads ``snapshot(now)``; the proxy finds where to send
 an in-dialog request with ``find_contact``.
 
+A registrar holds one entry per registered phone, so the table is built
+for memory: two dicts (user -> bindings, and a loose URI key -> bindings
+for ``find_contact``) whose values are the binding itself when there is one
+(the usual case) and a tuple when there are several; the loose key of the
+usual contact ``sip:user@host:port`` is the contact text itself, so it costs
+no string of its own; the expiry heap holds the bindings themselves.
+
 A binding is current while ``now < expires_at``. Expired bindings stay in the
 table (invisible to ``contacts`` / ``snapshot``) until ``expire(now)``
 removes them and returns the ``DropBinding`` effects for the store; the core
@@ -15,8 +22,7 @@ calls it when ``next_expiry()`` passes.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
-from types import MappingProxyType
+from collections.abc import Iterable, Iterator, Mapping
 
 from sipfork.bindings import Binding
 from sipfork.core.effects import DropBinding
@@ -26,7 +32,8 @@ from sipfork.sip.uri import SipUri, TelUri, parse_uri
 # URI parameters that must match when either URI has them (RFC 3261 §19.1.4).
 _ALWAYS_COMPARED_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 
-_LooseKey = tuple[str, str | None, str, int | None]
+# A user's bindings, or the bindings under one loose key: one, or several.
+_Entry = Binding | tuple[Binding, ...]
 
 
 def _parse(uri: str) -> SipUri | TelUri | None:
@@ -79,11 +86,85 @@ def uris_equivalent(first: SipUri | TelUri, second: SipUri | TelUri) -> bool:
     return first_headers == second_headers
 
 
-def _loose_key(uri: SipUri | TelUri) -> _LooseKey:
-    """What two equivalent URIs always share (an index key, not a comparison)."""
+def _loose_key(uri: SipUri | TelUri) -> str:
+    """What two equivalent URIs always share, as text (an index key, not a
+    comparison: scheme, user, host in lower case, port). For the usual
+    contact ``sip:user@host:port`` it is the contact's own text."""
     if isinstance(uri, TelUri):
-        return ("tel", uri.number, "", None)
-    return (uri.scheme, uri.user, uri.host.lower(), uri.port)
+        return "tel:" + uri.number
+    host = uri.host.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    text = f"{uri.scheme}:{uri.user}@{host}" if uri.user is not None else f"{uri.scheme}:{host}"
+    return text if uri.port is None else f"{text}:{uri.port}"
+
+
+def _key_of(contact: str) -> str:
+    """The index key of a contact: its loose key, or its own text when it
+    does not parse (then only the same text finds it)."""
+    parsed = _parse(contact)
+    if parsed is None:
+        return contact
+    key = _loose_key(parsed)
+    return contact if key == contact else key
+
+
+def _as_tuple(entry: _Entry) -> tuple[Binding, ...]:
+    return entry if type(entry) is tuple else (entry,)  # type: ignore[return-value]
+
+
+def _holds(entry: _Entry | None, binding: Binding) -> bool:
+    """``binding`` itself (not an equal value) is in ``entry``."""
+    if entry is binding:
+        return True
+    return type(entry) is tuple and any(b is binding for b in entry)  # type: ignore[union-attr]
+
+
+def _put_into(table: dict[str, _Entry], key: str, binding: Binding) -> Binding | None:
+    """Add ``binding`` under ``key``, in place of the one with the same user
+    and contact (which keeps its position); the one replaced, or None."""
+    entry = table.get(key)
+    if entry is None:
+        table[key] = binding
+        return None
+    bindings = _as_tuple(entry)
+    for index, old in enumerate(bindings):
+        if old.contact == binding.contact and old.user == binding.user:
+            if len(bindings) == 1:
+                # Re-insert: the dict keeps its first key object, which may be
+                # the replaced binding's contact text (kept alive for nothing).
+                del table[key]
+                table[binding.contact if key == binding.contact else key] = binding
+            else:
+                table[key] = bindings[:index] + (binding,) + bindings[index + 1 :]
+            return old
+    table[key] = bindings + (binding,)
+    return None
+
+
+def _remove_from(table: dict[str, _Entry], key: str, user: str, contact: str) -> Binding | None:
+    """Remove the binding of ``user`` for ``contact`` under ``key``; the one removed, or None."""
+    entry = table.get(key)
+    if entry is None:
+        return None
+    bindings = _as_tuple(entry)
+    for index, old in enumerate(bindings):
+        if old.contact == contact and old.user == user:
+            rest = bindings[:index] + bindings[index + 1 :]
+            if not rest:
+                del table[key]
+            else:
+                table[key] = rest[0] if len(rest) == 1 else rest
+            return old
+    return None
+
+
+def _registered_at(binding: Binding) -> float:
+    return binding.registered_at
+
+
+def _minus_q(binding: Binding) -> float:
+    return -binding.q
 
 
 class Location:
@@ -94,12 +175,11 @@ class Location:
     """
 
     def __init__(self, bindings: Iterable[Binding] = ()) -> None:
-        self._by_user: dict[str, dict[str, Binding]] = {}
-        self._by_contact: dict[str, dict[str, Binding]] = {}  # contact -> user -> binding
-        self._by_loose_key: dict[_LooseKey, set[tuple[str, str]]] = {}
-        self._expiries: list[tuple[float, str, str]] = []  # heap; stale entries skipped lazily
+        self._by_user: dict[str, _Entry] = {}  # in registration order
+        self._by_key: dict[str, _Entry] = {}  # loose URI key -> bindings of any user
+        self._expiries: list[Binding] = []  # heap by expires_at; replaced ones skipped lazily
         self._count = 0
-        self._snapshot: Mapping[str, tuple[Binding, ...]] | None = None
+        self._snapshot: _Current | None = None
         self._snapshot_at = 0.0
         self._snapshot_until = 0.0
         for binding in bindings:
@@ -109,55 +189,57 @@ class Location:
 
     def contacts(self, user: str, now: float) -> list[Binding]:
         """The user's current bindings, highest q first (equal q: oldest binding first)."""
-        current = [b for b in self._by_user.get(user, {}).values() if b.expires_at > now]
-        current.sort(key=lambda b: -b.q)
+        entry = self._by_user.get(user)
+        if entry is None:
+            return []
+        if type(entry) is not tuple:
+            return [entry] if entry.expires_at > now else []  # type: ignore[union-attr, list-item]
+        current = [b for b in entry if b.expires_at > now]  # type: ignore[union-attr]
+        current.sort(key=_minus_q)
         return current
 
     def snapshot(self, now: float) -> Mapping[str, tuple[Binding, ...]]:
         """Read-only ``user -> current bindings`` (highest q first) for the planner.
 
-        Cached until the table changes or the earliest binding in it expires.
+        A view of the table as of ``now``, not a copy (a copy of every user's
+        bindings on each call would cost time and memory in proportion to
+        the table): read it before the table changes. The same view is
+        returned until the table changes or a binding in it expires.
         """
         if (
             self._snapshot is not None
             and self._snapshot_at <= now < self._snapshot_until
         ):
             return self._snapshot
-        table: dict[str, tuple[Binding, ...]] = {}
-        until = float("inf")
-        for user in self._by_user:
-            current = self.contacts(user, now)
-            if current:
-                table[user] = tuple(current)
-                until = min(until, min(b.expires_at for b in current))
-        self._snapshot = MappingProxyType(table)
+        earliest = self.next_expiry()
+        self._snapshot = _Current(self, now)
         self._snapshot_at = now
-        self._snapshot_until = until
+        self._snapshot_until = float("inf") if earliest is None else earliest
         return self._snapshot
 
     def bindings(self, user: str) -> list[Binding]:
         """Every binding of ``user``, expired ones not yet removed included."""
-        return list(self._by_user.get(user, {}).values())
+        entry = self._by_user.get(user)
+        return [] if entry is None else list(_as_tuple(entry))
 
     def lookup(self, user: str, contact: str) -> Binding | None:
         """The user's binding for ``contact``: the same text, else an
         equivalent URI (RFC 3261 §10.3 step 7 compares with §19.1.4)."""
-        bindings = self._by_user.get(user)
-        if not bindings:
+        entry = self._by_user.get(user)
+        if entry is None:
             return None
-        found = bindings.get(contact)
-        if found is not None:
-            return found
+        bindings = _as_tuple(entry)
+        for binding in bindings:
+            if binding.contact == contact:
+                return binding
         wanted = _parse(contact)
         if wanted is None:
             return None
         key = _loose_key(wanted)
-        for candidate_user, candidate_contact in self._by_loose_key.get(key, ()):
-            if candidate_user != user:
-                continue
-            candidate = _parse(candidate_contact)
-            if candidate is not None and uris_equivalent(wanted, candidate):
-                return bindings[candidate_contact]
+        for binding in bindings:
+            candidate = _parse(binding.contact)
+            if candidate is not None and _loose_key(candidate) == key and uris_equivalent(wanted, candidate):
+                return binding
         return None
 
     def find_contact(self, uri: str) -> Binding | None:
@@ -165,29 +247,36 @@ class Location:
         equivalent URI (RFC 3261 §19.1.4). With several (one phone registered
         for two users), the latest registration wins. Expired bindings not
         yet removed by ``expire`` are found too."""
-        exact = self._by_contact.get(uri)
-        if exact:
-            return max(exact.values(), key=lambda b: b.registered_at)
+        entry = self._by_key.get(uri)  # the usual contact is its own key
+        if entry is not None:
+            exact = [b for b in _as_tuple(entry) if b.contact == uri]
+            if exact:
+                return max(exact, key=_registered_at)
         wanted = _parse(uri)
         if wanted is None:
             return None
-        matches = []
-        for user, contact in self._by_loose_key.get(_loose_key(wanted), ()):
-            candidate = _parse(contact)
-            if candidate is not None and uris_equivalent(wanted, candidate):
-                matches.append(self._by_user[user][contact])
+        entry = self._by_key.get(_loose_key(wanted))
+        if entry is None:
+            return None
+        candidates = _as_tuple(entry)
+        matches = [b for b in candidates if b.contact == uri]
+        if not matches:
+            for binding in candidates:
+                candidate = _parse(binding.contact)
+                if candidate is not None and uris_equivalent(wanted, candidate):
+                    matches.append(binding)
         if not matches:
             return None
-        return max(matches, key=lambda b: b.registered_at)
+        return max(matches, key=_registered_at)
 
     def next_expiry(self) -> float | None:
         """When the earliest binding expires (``expire`` has work), or None."""
         self._discard_stale_expiries()
-        return self._expiries[0][0] if self._expiries else None
+        return self._expiries[0].expires_at if self._expiries else None
 
     def all(self) -> list[Binding]:
         """Every binding, expired ones not yet removed included."""
-        return [b for bindings in self._by_user.values() for b in bindings.values()]
+        return [b for entry in self._by_user.values() for b in _as_tuple(entry)]
 
     def __len__(self) -> int:
         return self._count
@@ -196,65 +285,87 @@ class Location:
 
     def put(self, binding: Binding) -> None:
         """Add or replace the binding keyed by ``(binding.user, binding.contact)``."""
-        user, contact = binding.user, binding.contact
-        bindings = self._by_user.setdefault(user, {})
-        if contact not in bindings:
+        old = _put_into(self._by_user, binding.user, binding)
+        if old is None:
             self._count += 1
-            parsed = _parse(contact)
-            if parsed is not None:
-                self._by_loose_key.setdefault(_loose_key(parsed), set()).add((user, contact))
-        bindings[contact] = binding
-        self._by_contact.setdefault(contact, {})[user] = binding
-        heapq.heappush(self._expiries, (binding.expires_at, user, contact))
-        if len(self._expiries) > 2 * self._count + 64:
+            _put_into(self._by_key, _key_of(binding.contact), binding)
+        else:
+            _put_into(self._by_key, self._key(old), binding)
+        heapq.heappush(self._expiries, binding)
+        if len(self._expiries) > self._count + (self._count >> 2) + 64:
             self._rebuild_expiries()
         self._snapshot = None
 
     def drop(self, user: str, contact: str) -> None:
         """Remove a binding (exact contact text); absent is not an error."""
-        bindings = self._by_user.get(user)
-        if bindings is None or contact not in bindings:
+        old = _remove_from(self._by_user, user, user, contact)
+        if old is None:
             return
-        del bindings[contact]
-        if not bindings:
-            del self._by_user[user]
-        users = self._by_contact[contact]
-        del users[user]
-        if not users:
-            del self._by_contact[contact]
-        parsed = _parse(contact)
-        if parsed is not None:
-            key = _loose_key(parsed)
-            keyed = self._by_loose_key.get(key)
-            if keyed is not None:
-                keyed.discard((user, contact))
-                if not keyed:
-                    del self._by_loose_key[key]
+        _remove_from(self._by_key, self._key(old), user, contact)
         self._count -= 1
         self._snapshot = None
 
     def expire(self, now: float) -> list[DropBinding]:
         """Remove every binding with ``expires_at <= now``; the store effects, earliest first."""
         dropped: list[DropBinding] = []
-        while self._expiries and self._expiries[0][0] <= now:
-            expires_at, user, contact = heapq.heappop(self._expiries)
-            binding = self._by_user.get(user, {}).get(contact)
-            if binding is None or binding.expires_at != expires_at:
-                continue  # replaced or dropped since this entry was pushed
-            self.drop(user, contact)
-            dropped.append(DropBinding(user=user, contact=contact))
+        expiries = self._expiries
+        while expiries and expiries[0].expires_at <= now:
+            binding = heapq.heappop(expiries)
+            if not _holds(self._by_user.get(binding.user), binding):
+                continue  # replaced or dropped since it was pushed
+            self.drop(binding.user, binding.contact)
+            dropped.append(DropBinding(user=binding.user, contact=binding.contact))
         return dropped
 
     # -- helpers ----------------------------------------------------------
 
+    def _key(self, binding: Binding) -> str:
+        """The ``_by_key`` key ``binding`` is stored under (without parsing its
+        contact again when, as usual, the contact is its own key)."""
+        if _holds(self._by_key.get(binding.contact), binding):
+            return binding.contact
+        return _key_of(binding.contact)
+
     def _discard_stale_expiries(self) -> None:
-        while self._expiries:
-            expires_at, user, contact = self._expiries[0]
-            binding = self._by_user.get(user, {}).get(contact)
-            if binding is not None and binding.expires_at == expires_at:
+        expiries = self._expiries
+        by_user = self._by_user
+        while expiries:
+            binding = expiries[0]
+            if _holds(by_user.get(binding.user), binding):
                 return
-            heapq.heappop(self._expiries)
+            heapq.heappop(expiries)
 
     def _rebuild_expiries(self) -> None:
-        self._expiries = [(b.expires_at, b.user, b.contact) for b in self.all()]
+        self._expiries = self.all()
         heapq.heapify(self._expiries)
+
+
+class _Current(Mapping[str, tuple[Binding, ...]]):
+    """``user -> current bindings`` (highest q first) as of ``now``, read
+    from the location table when asked (``Location.snapshot``)."""
+
+    __slots__ = ("_location", "_now")
+
+    def __init__(self, location: Location, now: float) -> None:
+        self._location = location
+        self._now = now
+
+    def __getitem__(self, user: str) -> tuple[Binding, ...]:
+        current = self._location.contacts(user, self._now)
+        if not current:
+            raise KeyError(user)
+        return tuple(current)
+
+    def get(self, user: str, default: object = None) -> tuple[Binding, ...] | object:  # type: ignore[override]
+        current = self._location.contacts(user, self._now)
+        return tuple(current) if current else default
+
+    def __contains__(self, user: object) -> bool:
+        return isinstance(user, str) and bool(self._location.contacts(user, self._now))
+
+    def __iter__(self) -> Iterator[str]:
+        location, now = self._location, self._now
+        return iter([user for user in location._by_user if location.contacts(user, now)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -300,6 +300,12 @@ class Registrar:
                     changes.pop(raw, None)  # added by an earlier duplicate of this request
                 continue
             changes.pop(raw, None)  # a later duplicate in the same request wins
+            if existing is not None and existing.contact == raw:
+                # A refresh: the new binding shares the old one's strings
+                # (memory: the location table's keys are these objects).
+                raw = existing.contact
+                if existing.call_id == call_id:
+                    call_id = existing.call_id
             changes[raw] = Binding(
                 user=user.name,
                 contact=raw,

@@ -7,6 +7,7 @@ import pytest
 from sipfork.bindings import Binding
 from sipfork.core.effects import DropBinding
 from sipfork.core.location import Location, uris_equivalent
+from sipfork.routing.plan import Hop
 from sipfork.sip.uri import parse_uri
 
 T0 = 1_700_000_000.0
@@ -195,3 +196,74 @@ def test_lookup_by_user_and_equivalent_contact():
 def test_uri_comparison(first, second, equal):
     assert uris_equivalent(parse_uri(first), parse_uri(second)) is equal
     assert uris_equivalent(parse_uri(second), parse_uri(first)) is equal
+
+
+def test_hop_is_the_source_and_over_tcp_also_the_contact():
+    udp = binding(contact="sip:alice@10.0.0.7:5070")
+    assert udp.hop == Hop(host="192.0.2.1", port=5062, transport="udp")
+    assert udp.hop is udp.hop  # worked out once
+    tcp = binding(contact="sip:alice@10.0.0.7:5070;transport=tcp", transport="tcp")
+    assert tcp.hop == Hop(host="192.0.2.1", port=5062, transport="tcp", alternate=("10.0.0.7", 5070))
+    same = binding(contact="sip:alice@192.0.2.1:5062;transport=tcp", transport="tcp")
+    assert same.hop.alternate is None
+    assert binding(contact="sip:alice@10.0.0.7;transport=tcp", transport="tcp").hop.alternate == ("10.0.0.7", 5060)
+    assert binding(contact="not a uri", transport="tcp").hop.alternate is None
+    assert udp == binding(contact="sip:alice@10.0.0.7:5070")  # the hop is not part of the value
+
+
+def test_shared_strings_are_interned():
+    first = binding(user="".join(["ali", "ce"]), user_agent="".join(["Phone/", "1.0"]))
+    second = binding(user="".join(["al", "ice"]), user_agent="".join(["Phone", "/1.0"]))
+    assert first.user is second.user and first.user_agent is second.user_agent
+    assert first.source_host is second.source_host and first.transport is second.transport
+
+
+def test_find_contact_with_several_bindings_under_one_key():
+    # The same phone registered for two users, with two spellings of its URI,
+    # and an IPv6 contact: every lookup goes through the loose-key index.
+    a = binding(user="alice", contact="sip:desk@192.0.2.9:5060", registered_at=T0)
+    b = binding(user="bob", contact="sip:desk@192.0.2.9:5060;ob", registered_at=T0 + 1)
+    v6 = binding(user="carol", contact="sip:carol@[2001:DB8::1]:5062", registered_at=T0)
+    location = Location([a, b, v6])
+    assert location.find_contact("sip:desk@192.0.2.9:5060") == a  # exact text beats a later equivalent
+    assert location.find_contact("sip:desk@192.0.2.9:5060;ob") == b
+    assert location.find_contact("sip:desk@192.0.2.9:5060;x=1") == b  # equivalent: latest wins
+    assert location.find_contact("sip:carol@[2001:db8::1]:5062") == v6
+    assert location.lookup("bob", "sip:desk@192.0.2.9:5060") == b
+    location.drop("bob", "sip:desk@192.0.2.9:5060;ob")
+    assert location.find_contact("sip:desk@192.0.2.9:5060;x=1") == a
+    location.drop("alice", "sip:desk@192.0.2.9:5060")
+    assert location.find_contact("sip:desk@192.0.2.9:5060") is None
+    assert location._by_key.keys() == {"sip:carol@[2001:db8::1]:5062"}
+    location.drop("carol", "sip:carol@[2001:DB8::1]:5062")
+    assert location._by_key == {} and location._by_user == {} and len(location) == 0
+
+
+def test_a_refreshed_contact_keys_the_index_with_the_new_binding_text():
+    location = Location([binding(contact="".join(["sip:alice@", "192.0.2.1:5062"]))])
+    refreshed = binding(contact="".join(["sip:alice@192.0.2.1", ":5062"]), cseq=2)
+    location.put(refreshed)
+    [key] = location._by_key
+    assert key is refreshed.contact  # the replaced binding's text is not kept alive by the index
+
+
+def test_heap_of_many_bindings_stays_within_a_quarter_of_stale_entries():
+    location = Location([binding(contact=f"sip:{i}@h", expires_at=T0 + i) for i in range(400)])
+    for round_ in range(3):
+        for i in range(400):
+            location.put(binding(contact=f"sip:{i}@h", expires_at=T0 + 1000 * (round_ + 1) + i))
+    assert len(location._expiries) <= 400 + 100 + 64 + 1
+    assert location.next_expiry() == T0 + 3000
+    assert len(location.expire(T0 + 3199)) == 200
+    assert location.next_expiry() == T0 + 3200
+
+
+def test_snapshot_reads_only_the_users_asked_for():
+    location = Location([binding(user=f"u{i}", contact=f"sip:u{i}@h") for i in range(1000)])
+    view = location.snapshot(T0)
+    assert view.get("u7") == (location.contacts("u7", T0)[0],)
+    assert view.get("nobody") is None and view.get("nobody", ()) == ()
+    assert "u7" in view and "nobody" not in view
+    with pytest.raises(KeyError):
+        view["nobody"]
+    assert len(view) == 1000
