@@ -317,6 +317,13 @@ def _warnings(results: dict) -> list[str]:
                 out.append(f"Load was {load:.2f} around the {p} measurements ({key.replace('_', ' ')}).")
         if r.get("error"):
             out.append(f"{p}: {r['error'].splitlines()[0][:300]}")
+    revs = {results["proxies"][p].get("git") for p in _present(results)} - {None}
+    if revs and revs != {meta["versions"]["git"]}:
+        out.append(
+            "The repository moved during the run (sipfork is installed editable): "
+            + ", ".join(f"{p} measured at git {results['proxies'][p].get('git')}" for p in _present(results))
+            + "."
+        )
     if not all(p in results["proxies"] for p in PROXIES):
         missing = [p for p in PROXIES if p not in results["proxies"]]
         out.append(f"Not measured in this run: {', '.join(missing)} (no ratios).")

@@ -207,7 +207,9 @@ def _save(out: Path, results: dict) -> Path:
 
 def run_proxy(name: str, layout: Layout, workdir: Path, opts: Options) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    res: dict = {"uptime_before": uptime()}
+    # the working tree is shared and sipfork is installed editable: note the
+    # revision each proxy's measurements ran with
+    res: dict = {"uptime_before": uptime(), "git": proxies.git_revision()}
     calls_parts = [p for p in ("latency", "throughput") if p in opts.parts]
     if calls_parts:
         proxy = make_proxy(name, workdir / "calls", layout, opts)
