@@ -530,9 +530,10 @@ class Core:
             self._server_outputs(transaction, transaction.respond(data, status, now))
             self._schedule(transaction)
             return
-        if 200 <= status < 300:
+        if 200 <= status < 300 and context.is_invite:
             # A 2xx after the caller's transaction ended (it cancelled, or
-            # took another answer): still forwarded (RFC 3261 §16.7 step 5).
+            # took another answer): still forwarded (RFC 3261 §16.7 step 5),
+            # since each makes a dialog. A non-INVITE has one final answer.
             source = context.upstream.source
             self._effects.append(Send(data=data, host=source[0], port=source[1], transport=context.upstream.transport))
 
