@@ -9,6 +9,7 @@ then applies the core's ``SaveBinding`` / ``DropBinding`` effects in order,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from attrs import frozen
@@ -33,6 +34,17 @@ class BindingStore(Protocol):
 
     def drop(self, user: str, contact: str) -> None:
         """Remove a binding; dropping an absent one is not an error."""
+        ...
+
+    def write(self, changes: Iterable[Binding | tuple[str, str]]) -> None:
+        """Several changes as one: in order, a ``Binding`` is saved and a
+        ``(user, contact)`` pair dropped, all or none.
+
+        Returns only once every change survives a crash of this process. A
+        shell that answers several REGISTERs at once (group commit) writes
+        their bindings with one call, then sends their 200 OKs: one sync of
+        the disk for all of them instead of one each.
+        """
         ...
 
     def close(self) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sipfork.bindings import Binding
 from sipfork.store.base import Changes
 
@@ -40,6 +42,13 @@ class MemoryStore:
         if self._bindings.pop((user, contact), None) is not None:
             self._version += 1
             self._log.append((self._version, (user, contact)))
+
+    def write(self, changes: Iterable[Binding | tuple[str, str]]) -> None:
+        for change in changes:
+            if isinstance(change, Binding):
+                self.save(change)
+            else:
+                self.drop(*change)
 
     def close(self) -> None:
         self.closed = True

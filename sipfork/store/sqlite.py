@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from sipfork.bindings import Binding
@@ -60,6 +61,30 @@ _COLUMNS = (
     "user, contact, source_host, source_port, transport, expires_at, q,"
     " call_id, cseq, user_agent, registered_at"
 )
+
+
+_SAVE = (
+    f"INSERT OR REPLACE INTO bindings ({_COLUMNS}, version, dropped)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
+)
+_DROP = "UPDATE bindings SET dropped = 1, version = ? WHERE user = ? AND contact = ? AND dropped = 0"
+
+
+def _row(binding: Binding, version: int) -> tuple:
+    return (
+        binding.user,
+        binding.contact,
+        binding.source_host,
+        binding.source_port,
+        binding.transport,
+        binding.expires_at,
+        binding.q,
+        binding.call_id,
+        binding.cseq,
+        binding.user_agent,
+        binding.registered_at,
+        version,
+    )
 
 
 def _binding(row: tuple) -> Binding:
@@ -131,41 +156,41 @@ class SqliteStore:
         return [_binding(row) for row in rows]
 
     def save(self, binding: Binding) -> None:
-        with self._write() as cursor:
-            version = self._next_version(cursor)
-            cursor.execute(
-                f"INSERT OR REPLACE INTO bindings ({_COLUMNS}, version, dropped)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (
-                    binding.user,
-                    binding.contact,
-                    binding.source_host,
-                    binding.source_port,
-                    binding.transport,
-                    binding.expires_at,
-                    binding.q,
-                    binding.call_id,
-                    binding.cseq,
-                    binding.user_agent,
-                    binding.registered_at,
-                    version,
-                ),
-            )
+        self.write((binding,))
 
     def drop(self, user: str, contact: str) -> None:
+        self.write(((user, contact),))
+
+    def write(self, changes: Iterable[Binding | tuple[str, str]]) -> None:
+        """One transaction, so one sync of the disk, for every change (in
+        order); each change still gets a version of its own (in order)."""
+        changes = list(changes)
+        if not changes:
+            return
         with self._write() as cursor:
-            exists = cursor.execute(
-                "SELECT 1 FROM bindings WHERE user = ? AND contact = ? AND dropped = 0",
-                (user, contact),
-            ).fetchone()
-            if exists is None:
-                return
-            version = self._next_version(cursor)
-            cursor.execute(
-                "UPDATE bindings SET dropped = 1, version = ? WHERE user = ? AND contact = ?",
-                (version, user, contact),
-            )
-            self._prune_tombstones(cursor)
+            version: int | None = None  # the next free one, once taken
+            dropped = False
+            for change in changes:
+                if isinstance(change, Binding):
+                    if version is None:
+                        version = self._take_versions(cursor, len(changes))
+                    cursor.execute(_SAVE, _row(change, version))
+                    version += 1
+                    continue
+                user, contact = change
+                if version is None:
+                    exists = cursor.execute(
+                        "SELECT 1 FROM bindings WHERE user = ? AND contact = ? AND dropped = 0",
+                        (user, contact),
+                    ).fetchone()
+                    if exists is None:
+                        continue  # absent: no new version for nothing
+                    version = self._take_versions(cursor, len(changes))
+                cursor.execute(_DROP, (version, user, contact))
+                version += 1
+                dropped = dropped or cursor.rowcount > 0
+            if dropped:
+                self._prune_tombstones(cursor)
 
     def close(self) -> None:
         with self._lock:
@@ -220,12 +245,15 @@ class SqliteStore:
         return int(cursor.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
     @staticmethod
-    def _next_version(cursor: sqlite3.Cursor) -> int:
-        return int(
+    def _take_versions(cursor: sqlite3.Cursor, count: int) -> int:
+        """Reserve ``count`` versions (unused ones are gaps, which readers
+        do not mind); the first of them."""
+        last = int(
             cursor.execute(
-                "UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value"
+                "UPDATE meta SET value = value + ? WHERE key = 'version' RETURNING value", (count,)
             ).fetchone()[0]
         )
+        return last - count + 1
 
     def _prune_tombstones(self, cursor: sqlite3.Cursor) -> None:
         """Keep only the newest ``tombstone_limit`` tombstones; remember the

@@ -99,6 +99,43 @@ def test_change_feed(store):
     assert store.changes_since(store.version()).saved == ()
 
 
+def test_write_applies_several_changes_in_order(store):
+    store.save(binding(contact="sip:old@h"))
+    before = store.version()
+    first = binding(contact="sip:a@h", cseq=1)
+    again = binding(contact="sip:a@h", cseq=2)
+    second = binding(user="bob", contact="sip:b@h")
+    store.write([first, ("alice", "sip:old@h"), second, again, ("bob", "sip:never@h"), ("alice", "sip:b@h")])
+    assert sorted(store.load(), key=lambda b: b.user) == [again, second]  # the later save of a@h wins
+    changes = store.changes_since(before)
+    assert {(b.user, b.contact, b.cseq) for b in changes.saved} == {("alice", "sip:a@h", 2), ("bob", "sip:b@h", 7)}
+    assert changes.dropped == (("alice", "sip:old@h"),)
+    version = store.version()
+    store.write([])
+    store.write([("alice", "sip:absent@h")])
+    assert store.version() == version  # nothing changed, no new version
+
+
+def test_write_is_all_or_nothing(tmp_path):
+    with SqliteStore(tmp_path / FILENAME) as store:
+        kept = binding(contact="sip:kept@h")
+        store.save(kept)
+        version = store.version()
+        with pytest.raises(ValueError):
+            store.write([binding(contact="sip:new@h"), ("alice", "sip:kept@h"), ("only one",)])
+        assert store.load() == [kept]
+        assert store.version() == version
+
+
+def test_load_keeps_the_write_order_of_one_user(tmp_path):
+    path = tmp_path / FILENAME
+    contacts = [f"sip:{name}@h" for name in ("z", "m", "a", "q")]
+    with SqliteStore(path) as store:
+        store.write([binding(contact=contact) for contact in contacts])
+    with SqliteStore(path) as store:
+        assert [b.contact for b in store.load()] == contacts
+
+
 def test_sqlite_survives_reopen(tmp_path):
     path = tmp_path / "sub" / "dir" / FILENAME  # parent directories are created
     saved = binding(contact="sip:alice@[2001:db8::1]:5060", source_host="2001:db8::1")
