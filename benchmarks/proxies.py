@@ -377,7 +377,7 @@ def git_revision() -> str:
         from .layout import REPO_DIR
 
         out = subprocess.run(
-            ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty", "--abbrev=7"],
             capture_output=True, text=True, timeout=10,
         )  # fmt: skip
         return out.stdout.strip() or "?"
