@@ -86,13 +86,18 @@ class CallBatch:
         return self.caller.successful
 
     @property
+    def contact_missing(self) -> int:
+        """INVITEs that never reached a contact (every call forks to all three)."""
+        return sum(max(0, self.calls - c.created) for c in self.contacts)
+
+    @property
     def failed(self) -> int:
-        # calls the caller did not complete, and contacts' calls that failed
-        # or never ended (a contact that saw fewer INVITEs than calls is
-        # covered by the caller's own failures)
+        # calls the caller did not complete, contacts' calls that failed or
+        # never ended, and forks that never reached a contact (the caller
+        # would not notice a missing ringing branch)
         unfinished = self.calls - self.caller.successful - self.caller.failed
         contact_failed = sum(c.failed + c.current for c in self.contacts)
-        return self.caller.failed + max(0, unfinished) + contact_failed
+        return self.caller.failed + max(0, unfinished) + contact_failed + self.contact_missing
 
     @property
     def retransmissions(self) -> int:
@@ -109,6 +114,7 @@ class CallBatch:
             "wall_s": round(self.wall_s, 3),
             "completed": self.completed,
             "failed": self.failed,
+            "contact_missing": self.contact_missing,
             "retransmissions": self.retransmissions,
             "proxy_cpu_s": round(self.proxy_cpu_s, 3),
             "cpu_per_call_ms": None if self.cpu_per_call_ms is None else round(self.cpu_per_call_ms, 4),
