@@ -71,6 +71,8 @@ class Forwarder(Protocol):
     def authenticate(self, context: CallContext, branch: BranchState, response: Response,
                      now: float) -> BranchState | None: ...
 
+    def forward_answer(self, context: CallContext, branch: BranchState, response: Response, now: float) -> None: ...
+
     def respond(self, context: CallContext, status: int, now: float, *, response: Response | None = None,
                 headers: tuple[tuple[str, str], ...] = ()) -> None: ...
 
@@ -273,15 +275,17 @@ class CallContext:
         branch.timer_c = now + self.timer_c
         return response.status > 100 and self.state is ContextState.RINGING
 
-    def receive_final(self, branch: BranchState, response: Response, now: float) -> bool:
-        """A final response on a branch; True when it goes upstream as it is
-        (every 2xx does, RFC 3261 §16.7 step 5)."""
+    def receive_final(self, branch: BranchState, response: Response, now: float) -> None:
+        """A final response on a branch. Every 2xx goes upstream (RFC 3261
+        §16.7 step 5) — before the other branches are cancelled: the caller
+        waits for it, the losers do not."""
         status = response.status
         first = branch.phase is not Phase.DONE
         branch.phase = Phase.DONE
         branch.ring_end = None
         branch.timer_c = None
         if 200 <= status < 300:
+            self.forwarder.forward_answer(self, branch, response, now)
             if self.state is ContextState.RINGING:
                 self.state = ContextState.ANSWERED
                 self.final_status = status
@@ -293,9 +297,9 @@ class CallContext:
                     if other is not branch:
                         self._cancel(other, COMPLETED_ELSEWHERE, Outcome.CANCELLED, now)
                 self.forwarder.log_call(self, f"answered by {branch.spec.label}", now)
-            return True
+            return
         if not first:
-            return False
+            return
         if (status in (401, 407) and branch.spec.gateway is not None and not branch.authenticated
                 and self.state is ContextState.RINGING and not branch.cancel_wanted):
             # The gateway wants our credentials: answer once, on a new
@@ -307,19 +311,18 @@ class CallContext:
                 retry.timer_c = now + self.timer_c
                 self.branches.append(retry)
                 self.by_id[retry.id] = retry
-                return False
+                return
         branch.final = response
         branch.status = status
         if branch.outcome is None:
             branch.outcome = Outcome.FAILED
         if self.state is not ContextState.RINGING:
-            return False
+            return
         if status >= 600:
             # A 6xx says the callee will not talk anywhere (§16.7 step 5).
             for other in self.branches:
                 self._cancel(other, None, Outcome.CANCELLED, now)
         self._progress(now)
-        return False
 
     def branch_timed_out(self, branch: BranchState, now: float) -> None:
         """Timer B or F: the branch never answered (a 408 of our own)."""

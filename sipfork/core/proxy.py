@@ -598,12 +598,19 @@ class Core:
         if response.status < 200:
             if context.receive_provisional(branch, response, now):
                 self._send_upstream(context, forward_response(response, cseq=cseq), response.status, now)
-        elif context.receive_final(branch, response, now):
-            if branch.cseq_shift and context.request.method == "INVITE":
+        else:
+            context.receive_final(branch, response, now)
+        self._schedule(context)
+
+    def forward_answer(self, context: CallContext, branch: BranchState, response: Response, now: float) -> None:
+        """A 2xx goes upstream as it is (with the caller's CSeq number)."""
+        cseq = None
+        if branch.cseq_shift:
+            cseq = context.request.cseq.number
+            if context.request.method == "INVITE":
                 # The dialog's later requests from the caller count the same way.
                 self._cseq_shifts[(context.request.call_id, context.request.from_tag or "")] = branch.cseq_shift
-            self._send_upstream(context, forward_response(response, cseq=cseq), response.status, now)
-        self._schedule(context)
+        self._send_upstream(context, forward_response(response, cseq=cseq), response.status, now)
 
     def _server_outputs(self, transaction: ServerTransaction, outputs: list[object]) -> None:
         for output in outputs:

@@ -108,3 +108,15 @@ def test_a_late_2xx_after_the_callers_cancel_still_reaches_the_caller() -> None:
     core.receive(reply(forks[6001], 200, to_tag="r"), ("127.0.0.1", 6001), "udp", NOW + 1.01)
     late = [parsed(s) for s in sends(core) if s.port == CALLER[1]]
     assert [(r.status, r.cseq.method) for r in late] == [(200, "INVITE")]  # type: ignore[union-attr]
+
+
+def test_the_answer_goes_upstream_before_the_other_branches_are_cancelled() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    forks = start_call(core)
+    core.receive(reply(forks[6001], 180, to_tag="r"), ("127.0.0.1", 6001), "udp", NOW + 0.1)
+    sends(core)
+    core.receive(reply(forks[6002], 200, to_tag="a"), ("127.0.0.1", 6002), "udp", NOW + 1)
+    order = [(s.port, parsed(s)) for s in sends(core)]
+    # The caller waits for the 200; the losing phone can wait for its CANCEL.
+    assert [(port, getattr(m, "status", None) or m.method) for port, m in order] == [  # type: ignore[union-attr]
+        (CALLER[1], 200), (6001, "CANCEL")]
