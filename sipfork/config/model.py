@@ -35,7 +35,7 @@ class ProxySettings:
     workers: int = 1
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, weakref_slot=False)  # one per [[user]]: 64 bytes, not 80
 class User:
     name: str
     password: str
