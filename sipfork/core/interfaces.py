@@ -9,8 +9,9 @@ request changes transport or address family on its way through).
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
-from attrs import frozen
+from attrs import field, frozen
 
 from sipfork.config import Config, Listen
 from sipfork.routing.plan import Hop
@@ -27,6 +28,7 @@ def host_port_text(host: str, port: int) -> str:
     return f"[{host}]:{port}" if is_ipv6(host) else f"{host}:{port}"
 
 
+@lru_cache(maxsize=1024)
 def literal_host(host: str) -> str | None:
     """``host`` as an IP literal we can send to, or None (the core does no DNS)."""
     if host == "localhost":
@@ -49,6 +51,12 @@ class Interfaces:
     # of what it sends so that responses come back to it, not to whichever
     # worker the shared port would pick (DESIGN.md, performance plan).
     via_ports: tuple[tuple[tuple[str, str], int], ...] = ()
+    # What via() and record_routes() worked out, by transport and address
+    # family (all they depend on): they run for every branch.
+    _via_prefixes: dict[tuple[str, bool], str] = field(init=False, factory=dict, eq=False, repr=False)
+    _record_routes: dict[tuple[str, bool, str, bool], tuple[str, ...]] = field(
+        init=False, factory=dict, eq=False, repr=False
+    )
 
     @classmethod
     def from_config(cls, config: Config, via_ports: tuple[tuple[tuple[str, str], int], ...] = ()) -> Interfaces:
@@ -80,10 +88,14 @@ class Interfaces:
         return fallback or self.listens[0]
 
     def via(self, transport: str, host: str, branch: str) -> str:
-        listen = self.listen_for(transport, host)
-        port = dict(self.via_ports).get((listen.transport, listen.host), listen.port)
-        sent_by = host_port_text(listen.host, port)
-        return f"SIP/2.0/{transport.upper()} {sent_by};branch={branch};rport"
+        key = (transport, is_ipv6(host))
+        prefix = self._via_prefixes.get(key)
+        if prefix is None:
+            listen = self.listen_for(transport, host)
+            port = dict(self.via_ports).get((listen.transport, listen.host), listen.port)
+            sent_by = host_port_text(listen.host, port)
+            prefix = self._via_prefixes[key] = f"SIP/2.0/{transport.upper()} {sent_by};branch="
+        return prefix + branch + ";rport"
 
     def record_route(self, transport: str, host: str) -> str:
         listen = self.listen_for(transport, host)
@@ -95,6 +107,13 @@ class Interfaces:
     def record_routes(self, inbound: Hop, outbound: Hop) -> list[str]:
         """Our Record-Route values, topmost first: one, or two when the
         request leaves on another listener than it came in on (RFC 5658)."""
+        key = (inbound.transport, is_ipv6(inbound.host), outbound.transport, is_ipv6(outbound.host))
+        values = self._record_routes.get(key)
+        if values is None:
+            values = self._record_routes[key] = tuple(self._work_out_record_routes(inbound, outbound))
+        return list(values)
+
+    def _work_out_record_routes(self, inbound: Hop, outbound: Hop) -> list[str]:
         inbound_listen = self.listen_for(inbound.transport, inbound.host)
         outbound_listen = self.listen_for(outbound.transport, outbound.host)
         inbound_rr = self.record_route(inbound.transport, inbound.host)

@@ -38,7 +38,7 @@ from sipfork.core.upstream import Upstream
 from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
 from sipfork.routing.planner import plan_call
 from sipfork.sip.builder import build_cancel, build_response
-from sipfork.sip.edits import forward_request, forward_response
+from sipfork.sip.edits import ForwardTemplate, forward_request, forward_response
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.headers import Via
 from sipfork.sip.message import InvalidRequest, Request, Response, parse_message
@@ -88,6 +88,8 @@ class Core:
         self._raw: dict[bytes, ServerTransaction] = {}  # exact retransmissions, dropped unparsed
         self._contexts: dict[ServerTransaction, CallContext] = {}
         self._calls: dict[tuple[str, str, int, str], CallContext] = {}  # loop detection
+        self._call_keys: dict[CallContext, tuple[str, str, int, str]] = {}  # the way back
+        self._template: tuple[tuple[object, ...], ForwardTemplate] | None = None
         self._client: dict[ClientKey, _ClientEntry] = {}
         # (Call-ID, caller's From tag) -> how much higher the callee's leg
         # counts CSeq, for dialogs whose gateway leg answered a challenge.
@@ -406,6 +408,7 @@ class Core:
         self._contexts[transaction] = context
         if call_key is not None:
             self._calls[call_key] = context
+            self._call_keys[context] = call_key
         context.start(now)
         self._schedule(context)
 
@@ -484,12 +487,22 @@ class Core:
             drop.append("Max-Breadth")
         if credentials is not None:
             headers.append(credentials)
-        data = forward_request(request, via=self.interfaces.via(spec.hop.transport, spec.hop.host, branch_id),
-                               request_uri=spec.request_uri, max_forwards=upstream.max_forwards,
-                               received=upstream.received, rport=upstream.rport, pop_routes=upstream.pop_routes,
-                               record_route=record_route, add_headers=headers, drop_headers=drop,
-                               cseq=request.cseq.number + cseq_shift if cseq_shift else None)
-        transaction = ClientTransaction(data, method=request.method, hop=spec.hop, now=now, timers=self.timers)
+        # Every branch of a fork usually shares all edits but the Via and the
+        # Request-URI: work them out once (the template of the last fork is kept).
+        template_key = (request, tuple(record_route), tuple(headers), tuple(drop), cseq_shift)
+        if self._template is not None and self._template[0] == template_key:
+            template = self._template[1]
+        else:
+            template = ForwardTemplate(request, max_forwards=upstream.max_forwards, received=upstream.received,
+                                       rport=upstream.rport, pop_routes=upstream.pop_routes,
+                                       record_route=record_route, add_headers=headers, drop_headers=drop,
+                                       cseq=request.cseq.number + cseq_shift if cseq_shift else None)
+            self._template = (template_key, template)
+        via = self.interfaces.via(spec.hop.transport, spec.hop.host, branch_id)
+        data = template.build(via=via, request_uri=spec.request_uri)
+        lines = template.invite_lines(via=via, request_uri=spec.request_uri) if request.method == "INVITE" else None
+        transaction = ClientTransaction(data, method=request.method, hop=spec.hop, now=now, timers=self.timers,
+                                        lines=lines)
         state = BranchState(id=branch_id, spec=spec, rule_index=rule_index, cseq_shift=cseq_shift)
         entry = _ClientEntry((branch_id, request.method), transaction, context, state)
         self._client[entry.key] = entry
@@ -501,7 +514,7 @@ class Core:
         entry = self._client.get((branch.id, context.request.method))
         if entry is None:
             return
-        data = build_cancel(entry.transaction.request, headers=(("Reason", reason),) if reason else ())
+        data = build_cancel(entry.transaction.invite_lines, headers=(("Reason", reason),) if reason else ())
         self._client_outputs(entry, entry.transaction.cancelled(now), now)
         self._schedule(entry)
         transaction = ClientTransaction(data, method="CANCEL", hop=entry.transaction.hop, now=now,
@@ -630,9 +643,9 @@ class Core:
         self._armed.pop(transaction, None)
         context = self._contexts.pop(transaction, None)
         if context is not None:
-            for call_key, call in list(self._calls.items()):
-                if call is context:
-                    del self._calls[call_key]
+            call_key = self._call_keys.pop(context, None)
+            if call_key is not None and self._calls.get(call_key) is context:
+                del self._calls[call_key]
 
     def _local_time(self, now: float) -> datetime:
         return datetime.fromtimestamp(now, tz=timezone.utc).astimezone(self.zone)

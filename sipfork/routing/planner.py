@@ -129,6 +129,9 @@ def plan_call(
             rule = Rule(name=branch.label, ringing="parallel", branches=(branch,), duration=None)
             return Plan(target=f"external {digits}", rules=(rule,), otherwise=Otherwise())
     devices = _devices(user.name, registrations, now)
+    known = _USER_PLANS.get(user.name)
+    if known is not None and known[0] is config and known[1] is devices:
+        return known[2]  # plans are immutable: the same calls share one
     rule = Rule(
         name=user.name,
         ringing="parallel",
@@ -136,7 +139,26 @@ def plan_call(
         duration=float(config.proxy.ring_time),
         missing=() if devices else (user.name,),
     )
-    return Plan(target=f"user {user.name}", rules=(rule,), otherwise=Otherwise())
+    plan = Plan(target=f"user {user.name}", rules=(rule,), otherwise=Otherwise())
+    _remember(_USER_PLANS, user.name, (config, devices, plan))
+    return plan
+
+
+# What a call to a user works out, kept while its inputs are the same objects
+# (a call to a user is the common case and happens many times a second):
+# user -> (config, devices, plan), and user -> (the registrations' bindings,
+# from, until, devices). The location hands out the same tuple of bindings
+# until they change; the devices are those unexpired from ``from`` until
+# ``until``. Bounded.
+_USER_PLANS: dict[str, tuple[Config, tuple[Branch, ...], Plan]] = {}
+_USER_DEVICES: dict[str, tuple[object, float, float, tuple[Branch, ...]]] = {}
+_MEMO_LIMIT = 4096
+
+
+def _remember(memo: dict, key: str, value: object) -> None:  # type: ignore[type-arg]
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
 
 
 # ---------------------------------------------------------------- numbers
@@ -295,8 +317,22 @@ def _rank(binding: Binding) -> tuple[object, ...]:
 
 def _devices(user: str, registrations: Registrations, now: float) -> tuple[Branch, ...]:
     """Every unexpired binding of ``user`` as a branch, independent of input order."""
+    bindings = registrations.get(user, ())
+    known = _USER_DEVICES.get(user)
+    if known is not None and known[0] is bindings and known[1] <= now < known[2]:
+        return known[3]
+    devices = _work_out_devices(user, bindings, now)
+    if isinstance(bindings, tuple):  # immutable: the same object, the same bindings
+        expired = [b.expires_at for b in bindings if b.expires_at <= now]
+        current = [b.expires_at for b in bindings if b.expires_at > now]
+        _remember(_USER_DEVICES, user, (bindings, max(expired, default=float("-inf")),
+                                        min(current, default=float("inf")), devices))
+    return devices
+
+
+def _work_out_devices(user: str, bindings: Sequence[Binding], now: float) -> tuple[Branch, ...]:
     current: dict[str, Binding] = {}
-    for binding in registrations.get(user, ()):
+    for binding in bindings:
         if binding.expires_at <= now:
             continue
         other = current.get(binding.contact)

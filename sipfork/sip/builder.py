@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sipfork.sip.errors import LocalProtocolError, RemoteProtocolError
 from sipfork.sip.headers import CSeq, Via, set_via_received
@@ -96,28 +97,50 @@ def _top_via_text(request: Request) -> str:
     return vias[0]
 
 
-def build_cancel(invite: Request, *, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+class InviteLines(NamedTuple):
+    """What a CANCEL (RFC 3261 §9.1) and the ACK for a non-2xx (§17.1.1.3)
+    copy from the INVITE they follow: its Request-URI, top Via value, Route
+    lines, From, To, Call-ID and CSeq number, as text.
+
+    A proxy that built the INVITE knows them without parsing it again
+    (``edits.ForwardTemplate.invite_lines``); :func:`invite_lines` reads
+    them from a parsed request."""
+
+    uri: str
+    via: str
+    routes: tuple[str, ...]
+    from_: str
+    to: str
+    call_id: str
+    cseq: int
+
+
+def invite_lines(invite: Request) -> InviteLines:
+    """The lines of ``invite`` a CANCEL or ACK copies."""
+    return InviteLines(uri=invite.uri, via=_top_via_text(invite), routes=tuple(invite.header_lines("route")),
+                       from_=_required(invite, "from"), to=_required(invite, "to"),
+                       call_id=_required(invite, "call-id"), cseq=invite.cseq.number)
+
+
+def build_cancel(invite: Request | InviteLines, *, headers: Sequence[tuple[str, str]] = ()) -> bytes:
     """CANCEL for a request we sent (RFC 3261 §9.1).
 
     Same Request-URI, Call-ID, From, To, CSeq number; only the top Via (so
     the CANCEL matches the INVITE's client transaction); the same Route set.
     """
-    lines = [
-        f"CANCEL {invite.uri} SIP/2.0",
-        f"Via: {_top_via_text(invite)}",
-        "Max-Forwards: 70",
-    ]
-    lines.extend(f"Route: {route}" for route in invite.header_lines("route"))
-    lines.append(f"From: {_required(invite, 'from')}")
-    lines.append(f"To: {_required(invite, 'to')}")
-    lines.append(f"Call-ID: {_required(invite, 'call-id')}")
-    lines.append(f"CSeq: {invite.cseq.number} CANCEL")
-    lines.extend(_checked(name, value) for name, value in headers)
-    lines.append("Content-Length: 0")
-    return _encode(lines, b"")
+    lines = invite if isinstance(invite, InviteLines) else invite_lines(invite)
+    out = [f"CANCEL {lines.uri} SIP/2.0", f"Via: {lines.via}", "Max-Forwards: 70"]
+    out.extend(f"Route: {route}" for route in lines.routes)
+    out.append(f"From: {lines.from_}")
+    out.append(f"To: {lines.to}")
+    out.append(f"Call-ID: {lines.call_id}")
+    out.append(f"CSeq: {lines.cseq} CANCEL")
+    out.extend(_checked(name, value) for name, value in headers)
+    out.append("Content-Length: 0")
+    return _encode(out, b"")
 
 
-def build_ack(invite: Request, response: Response) -> bytes:
+def build_ack(invite: Request | InviteLines, response: Response) -> bytes:
     """ACK for a non-2xx final response to our INVITE (RFC 3261 §17.1.1.3).
 
     Request-URI, Call-ID, From, top Via and Route from the INVITE; To (with
@@ -125,18 +148,15 @@ def build_ack(invite: Request, response: Response) -> bytes:
     """
     if response.status < 300:
         raise LocalProtocolError("the ACK for a 2xx is end to end, not the transaction's")
-    lines = [
-        f"ACK {invite.uri} SIP/2.0",
-        f"Via: {_top_via_text(invite)}",
-        "Max-Forwards: 70",
-    ]
-    lines.extend(f"Route: {route}" for route in invite.header_lines("route"))
-    lines.append(f"From: {_required(invite, 'from')}")
-    lines.append(f"To: {_required(response, 'to')}")
-    lines.append(f"Call-ID: {_required(invite, 'call-id')}")
-    lines.append(f"CSeq: {invite.cseq.number} ACK")
-    lines.append("Content-Length: 0")
-    return _encode(lines, b"")
+    lines = invite if isinstance(invite, InviteLines) else invite_lines(invite)
+    out = [f"ACK {lines.uri} SIP/2.0", f"Via: {lines.via}", "Max-Forwards: 70"]
+    out.extend(f"Route: {route}" for route in lines.routes)
+    out.append(f"From: {lines.from_}")
+    out.append(f"To: {_required(response, 'to')}")
+    out.append(f"Call-ID: {lines.call_id}")
+    out.append(f"CSeq: {lines.cseq} ACK")
+    out.append("Content-Length: 0")
+    return _encode(out, b"")
 
 
 def build_request(

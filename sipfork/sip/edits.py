@@ -11,10 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sipfork.sip.builder import InviteLines
 from sipfork.sip.errors import LocalProtocolError, RemoteProtocolError
 from sipfork.sip.grammar import header_key, split_outside
 from sipfork.sip.headers import set_via_received
-from sipfork.sip.message import KEY, LINE_END, LINE_START, VALUE_END, VALUE_START, Field, Message, Request, Response
+from sipfork.sip.message import (
+    FOLDED,
+    KEY,
+    LINE_END,
+    LINE_START,
+    VALUE_END,
+    VALUE_START,
+    Field,
+    Message,
+    Request,
+    Response,
+)
 
 CRLF = b"\r\n"
 # (start, end, replacement): an insertion has start == end.
@@ -42,7 +54,11 @@ def value_spans(message: Message, field: Field) -> list[tuple[int, int]]:
     """
     raw = message.raw
     start = field[VALUE_START]
-    text = raw[start : field[VALUE_END]].decode("utf-8", "surrogateescape")
+    end = field[VALUE_END]
+    if not field[FOLDED] and raw.find(b",", start, end) < 0:
+        # One value on an unfolded line: the indexer already stripped it.
+        return [(start, end)] if end > start else []
+    text = raw[start:end].decode("utf-8", "surrogateescape")
     ascii_only = text.isascii()
     spans: list[tuple[int, int]] = []
     offset = 0
@@ -148,55 +164,161 @@ def forward_request(
       dialog's later requests with it.
     - Content-Length is added when the datagram had none.
     """
-    raw = request.raw
-    edits: list[Edit] = []
-    dropped = {header_key(name) for name in drop_headers}
-    if dropped & _UNDROPPABLE:
-        raise LocalProtocolError(f"cannot drop {sorted(dropped & _UNDROPPABLE)}")
-    if dropped:
-        edits.extend((f[LINE_START], f[LINE_END], b"") for f in request.fields if f[KEY] in dropped)
+    return ForwardTemplate(
+        request, max_forwards=max_forwards, received=received, rport=rport, pop_routes=pop_routes,
+        record_route=record_route, add_headers=add_headers, drop_headers=drop_headers, cseq=cseq,
+    ).build(via=via, request_uri=request_uri)
 
-    if request_uri is not None:
-        if not request_uri or any(c in request_uri for c in " \t\r\n"):
-            raise LocalProtocolError(f"bad Request-URI {request_uri!r}")
-        edits.append((request.uri_start, request.uri_end, _encode(request_uri)))
 
-    top, top_spans = _top_via(request)
-    new_via = _line("Via", via)
-    record_routes = b"".join(_line("Record-Route", value) for value in record_route)
-    existing_rr = [] if b"record-route" in dropped else request.fields_named("record-route")
-    if existing_rr:
-        edits.append((existing_rr[0][LINE_START], existing_rr[0][LINE_START], record_routes))
-        edits.append((top[LINE_START], top[LINE_START], new_via))
-    else:
-        edits.append((top[LINE_START], top[LINE_START], new_via + record_routes))
+class ForwardTemplate:
+    """:func:`forward_request` in two steps, for a request forked to several
+    branches: every edit but the new Via and the Request-URI is worked out
+    once; :meth:`build` then makes each branch's bytes with one join."""
 
-    if received is not None or rport is not None:
-        start, end = top_spans[0]
-        old = raw[start:end].decode("utf-8", "surrogateescape")
-        edits.append((start, end, _encode(set_via_received(old, received=received, rport=rport))))
+    __slots__ = ("_uri", "_uri_text", "_parts", "_lines")
 
-    if max_forwards is None:
-        current = request.max_forwards
-        max_forwards = 70 if current is None else max(current - 1, 0)
-    if max_forwards < 0:
-        raise LocalProtocolError("negative Max-Forwards")
-    found = request.fields_named("max-forwards")
-    if found:
-        edits.append((found[0][VALUE_START], found[0][VALUE_END], b"%d" % max_forwards))
-    else:
-        edits.append((request.header_end, request.header_end, b"Max-Forwards: %d\r\n" % max_forwards))
+    def __init__(
+        self,
+        request: Request,
+        *,
+        max_forwards: int | None = None,
+        received: str | None = None,
+        rport: int | None = None,
+        pop_routes: int = 0,
+        record_route: Sequence[str] = (),
+        add_headers: Sequence[tuple[str, str]] = (),
+        drop_headers: Sequence[str] = (),
+        cseq: int | None = None,
+    ) -> None:
+        raw = request.raw
+        edits: list[Edit] = []
+        dropped = {header_key(name) for name in drop_headers}
+        if dropped & _UNDROPPABLE:
+            raise LocalProtocolError(f"cannot drop {sorted(dropped & _UNDROPPABLE)}")
+        if dropped:
+            edits.extend((f[LINE_START], f[LINE_END], b"") for f in request.fields if f[KEY] in dropped)
 
-    if pop_routes and b"route" not in dropped:
-        _pop_routes(request, pop_routes, edits)
+        # The Request-URI and the new Via are placeholders (None), filled in by build().
+        edits.append((request.uri_start, request.uri_end, _URI))
 
-    if add_headers:
-        added = b"".join(_line(name, value) for name, value in add_headers)
-        edits.append((request.header_end, request.header_end, added))
-    if cseq is not None:
-        _renumber_cseq(request, cseq, edits)
-    _content_length(request, edits)
-    return _splice(raw, request.body_end, edits)
+        top, top_spans = _top_via(request)
+        record_routes = b"".join(_line("Record-Route", value) for value in record_route)
+        existing_rr = () if b"record-route" in dropped else request.fields_named("record-route")
+        if existing_rr:
+            edits.append((existing_rr[0][LINE_START], existing_rr[0][LINE_START], record_routes))
+            edits.append((top[LINE_START], top[LINE_START], _VIA))
+        else:
+            edits.append((top[LINE_START], top[LINE_START], _VIA))
+            if record_routes:
+                edits.append((top[LINE_START], top[LINE_START], record_routes))
+
+        if received is not None or rport is not None:
+            start, end = top_spans[0]
+            old = raw[start:end].decode("utf-8", "surrogateescape")
+            edits.append((start, end, _encode(set_via_received(old, received=received, rport=rport))))
+
+        if max_forwards is None:
+            current = request.max_forwards
+            max_forwards = 70 if current is None else max(current - 1, 0)
+        if max_forwards < 0:
+            raise LocalProtocolError("negative Max-Forwards")
+        found = request.fields_named("max-forwards")
+        if found:
+            edits.append((found[0][VALUE_START], found[0][VALUE_END], b"%d" % max_forwards))
+        else:
+            edits.append((request.header_end, request.header_end, b"Max-Forwards: %d\r\n" % max_forwards))
+
+        if pop_routes and b"route" not in dropped:
+            _pop_routes(request, pop_routes, edits)
+
+        if add_headers:
+            added = b"".join(_line(name, value) for name, value in add_headers)
+            edits.append((request.header_end, request.header_end, added))
+        if cseq is not None:
+            _renumber_cseq(request, cseq, edits)
+        _content_length(request, edits)
+        self._uri = raw[request.uri_start : request.uri_end]
+        self._uri_text = request.uri
+        self._lines = _unchanged_lines(request, pop_routes, dropped, add_headers, cseq)
+        # The spliced bytes as parts: constant bytes, with the placeholders between them.
+        parts: list[bytes | object] = []
+        for part in _splice_parts(raw, request.body_end, edits):
+            if part is _URI or part is _VIA or not parts or not isinstance(parts[-1], bytes):
+                parts.append(part)
+            else:
+                parts[-1] += part  # type: ignore[operator]
+        self._parts = parts
+
+    def build(self, *, via: str, request_uri: str | None = None) -> bytes:
+        """One branch's bytes: ``Via: <via>`` on top, ``request_uri`` (or the
+        received one when None) as the Request-URI."""
+        if request_uri is None:
+            uri = self._uri
+        else:
+            if not request_uri or " " in request_uri or "\t" in request_uri or "\r" in request_uri \
+                    or "\n" in request_uri:
+                raise LocalProtocolError(f"bad Request-URI {request_uri!r}")
+            uri = _encode(request_uri)
+        via_line = _line("Via", via)
+        return b"".join([uri if part is _URI else via_line if part is _VIA else part  # type: ignore[misc]
+                         for part in self._parts])
+
+    def invite_lines(self, *, via: str, request_uri: str | None = None) -> InviteLines | None:
+        """What a CANCEL or an ACK for the branch :meth:`build` made with these
+        arguments copies from it, or None when only parsing those bytes can tell."""
+        if self._lines is None:
+            return None
+        routes, from_, to, call_id, cseq = self._lines
+        return InviteLines(uri=self._uri_text if request_uri is None else request_uri, via=via, routes=routes,
+                           from_=from_, to=to, call_id=call_id, cseq=cseq)
+
+
+# The headers a CANCEL or ACK copies from the INVITE (and the ones that decide
+# whether it parses): added or dropped, only parsing the result tells.
+_COPIED = frozenset({b"via", b"route", b"from", b"to", b"call-id", b"cseq", b"content-length", b"max-forwards"})
+
+
+def _unchanged_lines(request: Request, pop_routes: int, dropped: set[bytes], add_headers: Sequence[tuple[str, str]],
+                     cseq: int | None) -> tuple[tuple[str, ...], str, str, str, int] | None:
+    """Route lines, From, To, Call-ID and CSeq number of every request a
+    template builds: the received ones, when the edits leave them as they are."""
+    if dropped & _COPIED or any(header_key(name) in _COPIED for name, _ in add_headers):
+        return None
+    routes = request.fields_named("route")
+    for field in routes:
+        if pop_routes == 0:
+            break
+        count = len(value_spans(request, field))
+        if count > pop_routes:
+            return None  # part of a line removed: its text is what parsing says
+        pop_routes -= count
+        routes = routes[1:]
+    if pop_routes:
+        return None
+    from_, to, call_id = request.header("from"), request.header("to"), request.header("call-id")
+    if from_ is None or to is None or call_id is None:
+        return None
+    return (tuple(request.field_text(field) for field in routes), from_, to, call_id,
+            request.cseq.number if cseq is None else cseq)
+
+
+_URI: bytes = object()  # type: ignore[assignment]
+_VIA: bytes = object()  # type: ignore[assignment]
+
+
+def _splice_parts(raw: bytes, end: int, edits: list[Edit]) -> list[bytes]:
+    """:func:`_splice` without the final join."""
+    edits.sort(key=lambda edit: (edit[0], edit[1]))  # stable: insertions keep their order
+    out: list[bytes] = []
+    pos = 0
+    for start, stop, replacement in edits:
+        if start < pos:
+            raise LocalProtocolError("overlapping edits")
+        out.append(raw[pos:start])
+        out.append(replacement)
+        pos = stop
+    out.append(raw[pos:end])
+    return out
 
 
 def forward_response(response: Response, *, cseq: int | None = None) -> bytes:

@@ -16,15 +16,16 @@ from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.grammar import (
     DIGITS_RE,
     LWS,
+    PLAIN_PARAMS,
     TOKEN_RE,
     Params,
     find_param,
     format_host,
     format_params,
-    has_param,
     parse_params,
     split_hostport,
     split_outside,
+    split_plain_params,
 )
 from sipfork.sip.uri import NameAddr, parse_name_addr
 
@@ -36,6 +37,15 @@ _SENT_PROTOCOL_RE = re.compile(
     r"[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)"
     r"[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]+"
 )
+# The usual Via value: "SIP/2.0/" transport, one space, a host name or IPv4
+# address (the HOSTNAME_RE of grammar.py), an optional port, and parameters
+# that are tokens with plain values (no white space, quotes, <> or stray ";").
+# Everything else takes the general path.
+_PLAIN_VIA_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?)(?::([0-9]{1,5}))?"
+    f"({PLAIN_PARAMS})"
+)
+_NO_VALUE = object()  # a parameter present without "=value"
 # CSeq = 1*DIGIT LWS Method (RFC 3261 §20.16), LWS being ASCII white space only.
 _CSEQ_RE = re.compile(r"[ \t\r\n]*(\S+?)[ \t\r\n]+(\S+?)[ \t\r\n]*")
 
@@ -59,13 +69,26 @@ class Via:
     has_rport: bool = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        rport_text = find_param(self.params, "rport")
-        object.__setattr__(self, "branch", find_param(self.params, "branch"))
-        object.__setattr__(self, "received", find_param(self.params, "received"))
-        object.__setattr__(self, "has_rport", has_param(self.params, "rport"))
-        object.__setattr__(
-            self, "rport", int(rport_text) if rport_text is not None and DIGITS_RE.fullmatch(rport_text) else None
-        )
+        # One pass over the parameters (the first of each name counts, as
+        # find_param would say): a Via is read on every message.
+        branch = received = rport_text = None
+        has_rport = False
+        for key, value in self.params:
+            lowered = key.lower()
+            if lowered == "branch":
+                if branch is None:
+                    branch = value if value is not None else _NO_VALUE
+            elif lowered == "received":
+                if received is None:
+                    received = value if value is not None else _NO_VALUE
+            elif lowered == "rport" and not has_rport:
+                has_rport = True
+                rport_text = value
+        setter = object.__setattr__
+        setter(self, "branch", None if branch is _NO_VALUE else branch)
+        setter(self, "received", None if received is _NO_VALUE else received)
+        setter(self, "has_rport", has_rport)
+        setter(self, "rport", int(rport_text) if rport_text is not None and DIGITS_RE.fullmatch(rport_text) else None)
 
     def param(self, name: str) -> str | None:
         return find_param(self.params, name)
@@ -93,6 +116,16 @@ class Via:
 
 def parse_via(text: str) -> Via:
     """Parse one Via value (not a comma list: split it with ``header_values``)."""
+    fast = _PLAIN_VIA_RE.fullmatch(text)
+    if fast is not None:
+        # The usual form ("SIP/2.0/UDP host:port;name=value;flag"): one
+        # regular expression does what the general path below checks.
+        transport, host, port_text, param_text = fast.groups()
+        port = int(port_text) if port_text is not None else None
+        if port is None or port <= 65535:
+            params = split_plain_params(param_text)
+            _check_via_params(params, text)
+            return Via(transport=transport.upper(), host=host, port=port, params=params)
     match = _SENT_PROTOCOL_RE.match(text)
     if match is None:
         raise RemoteProtocolError(f"bad Via {text!r}")
@@ -103,13 +136,17 @@ def parse_via(text: str) -> Via:
     sent_by, semi, param_text = rest.partition(";")
     host, port = split_hostport(sent_by)
     params = parse_params(param_text) if semi else ()
+    _check_via_params(params, text)
+    return Via(transport=transport.upper(), host=host, port=port, params=params)
+
+
+def _check_via_params(params: Params, text: str) -> None:
     for key, value in params:
         lowered = key.lower()
         if lowered == "rport" and value is not None and (DIGITS_RE.fullmatch(value) is None or int(value) > 65535):
             raise RemoteProtocolError(f"bad rport in Via {text!r}")
         if lowered in ("branch", "received") and not value:
             raise RemoteProtocolError(f"empty {key} in Via {text!r}")
-    return Via(transport=transport.upper(), host=host, port=port, params=params)
 
 
 def set_via_received(value: str, *, received: str | None, rport: int | None) -> str:
@@ -147,6 +184,23 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     """``1*DIGIT LWS Method``; the number must be below 2**31 (RFC 3261 §8.1.1.5)."""
+    known = _CSEQS.get(text)
+    if known is not None:
+        return known  # immutable, so one object serves every message that has this text
+    cseq = _parse_cseq(text)
+    if len(text) <= 64:
+        if len(_CSEQS) >= _CSEQS_LIMIT:
+            _CSEQS.clear()
+        _CSEQS[text] = cseq
+    return cseq
+
+
+# CSeq values by text: few differ ("1 INVITE", "2 BYE", ...) and every message has one.
+_CSEQS: dict[str, CSeq] = {}
+_CSEQS_LIMIT = 4096
+
+
+def _parse_cseq(text: str) -> CSeq:
     match = _CSEQ_RE.fullmatch(text)
     if match is None:
         raise RemoteProtocolError(f"bad CSeq {text!r}")

@@ -18,6 +18,7 @@ build the error response from its Via/From/To/Call-ID/CSeq lines.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Final
 
 from sipfork.sip.errors import RemoteProtocolError
@@ -95,21 +96,22 @@ class Message:
     )
 
     raw: bytes
-    fields: list[Field]
+    fields: tuple[Field, ...]
     header_end: int
     body_start: int
     body_end: int
 
-    def __init__(self, raw: bytes, fields: list[Field], header_end: int, body_start: int, body_end: int) -> None:
+    def __init__(self, raw: bytes, fields: Sequence[Field], header_end: int, body_start: int, body_end: int) -> None:
         self.raw = raw
-        self.fields = fields
-        index: dict[bytes, list[Field]] = {}
+        self.fields = fields = tuple(fields)
+        # Tuples, not lists: a message lives as long as its transaction, and
+        # tuples of plain values drop out of the cyclic GC's work (lists never do).
+        index: dict[bytes, tuple[Field, ...]] = {}
+        get = index.get
         for item in fields:
-            found = index.get(item[0])
-            if found is None:
-                index[item[0]] = [item]
-            else:
-                found.append(item)
+            key = item[0]
+            found = get(key)
+            index[key] = (item,) if found is None else found + (item,)
         self._index = index
         self.header_end = header_end  # where the blank line starts
         self.body_start = body_start
@@ -137,9 +139,9 @@ class Message:
         colon = raw.find(b":", item[LINE_START])
         return raw[item[LINE_START] : colon].rstrip(b" \t").decode("latin-1")
 
-    def fields_named(self, name: str) -> list[Field]:
+    def fields_named(self, name: str) -> tuple[Field, ...]:
         """The indexed fields of header ``name`` (either form, any case), in order."""
-        return self._index.get(header_key(name), [])
+        return self._index.get(header_key(name), ())
 
     def header(self, name: str) -> str | None:
         """The first line's value of header ``name`` (unfolded, stripped), or None."""
@@ -283,7 +285,7 @@ class Request(Message):
     def __init__(
         self,
         raw: bytes,
-        fields: list[Field],
+        fields: Sequence[Field],
         header_end: int,
         body_start: int,
         body_end: int,
@@ -322,7 +324,7 @@ class Response(Message):
     def __init__(
         self,
         raw: bytes,
-        fields: list[Field],
+        fields: Sequence[Field],
         header_end: int,
         body_start: int,
         body_end: int,
@@ -340,7 +342,7 @@ class Response(Message):
 
 def _check_call_id(text: str | None) -> str:
     # callid = word ["@" word]: never empty, never white space inside.
-    if not text or any(c in text for c in " \t\r\n"):
+    if not text or " " in text or "\t" in text or "\r" in text or "\n" in text:
         raise RemoteProtocolError(f"bad Call-ID {text!r}")
     return text
 
@@ -511,8 +513,8 @@ def parse_message(data: bytes) -> Request | Response:
     # Request-Line = Method SP Request-URI SP SIP-Version
     if TOKEN_RE.fullmatch(first) is None or not second or " " in third:
         raise RemoteProtocolError("bad request line")
-    uri_start = pos + len(first.encode("utf-8", "surrogateescape")) + 1
-    uri_end = uri_start + len(second.encode("utf-8", "surrogateescape"))
+    uri_start = pos + (len(first) if first.isascii() else len(first.encode("utf-8", "surrogateescape"))) + 1
+    uri_end = uri_start + (len(second) if second.isascii() else len(second.encode("utf-8", "surrogateescape")))
     request = Request(
         data, fields, header_end, body_start, size, method=first, uri=second, uri_start=uri_start, uri_end=uri_end
     )
@@ -547,7 +549,8 @@ def _check_headers(message: Message, data: bytes) -> None:
         found = index.get(key)
         if found is not None and len(found) > 1:
             raise RemoteProtocolError(f"more than one {key.decode()} header")
-    length = message.header("content-length")
+    found = index.get(b"content-length")
+    length = message.field_text(found[0]) if found else None
     if length is not None:
         if DIGITS_RE.fullmatch(length) is None:
             raise RemoteProtocolError(f"bad Content-Length {length!r}")

@@ -19,6 +19,7 @@ from attrs import field, frozen
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.grammar import (
     LWS,
+    PLAIN_PARAMS,
     Params,
     end_of_quoted,
     find_param,
@@ -28,6 +29,7 @@ from sipfork.sip.grammar import (
     parse_params,
     quote,
     split_hostport,
+    split_plain_params,
     unquote,
 )
 
@@ -44,6 +46,15 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _TEL_NUMBER_RE = re.compile(r"\+?[0-9A-Fa-f*#().\-pPwW]+")
 
 _LWS_RE = re.compile(r"[ \t\r\n]+")
+# The usual sip: URI: no password, nothing escaped, no headers; a host name or
+# IPv4 address (HOSTNAME_RE), an optional port, plain parameters.
+_PLAIN_SIP_URI_RE = re.compile(
+    r"(sips?):(?:([A-Za-z0-9_.!~*'()&=+$,;?/-]+)@)?([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?)"
+    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9_.!~*'()\[\]/:&+$-]+(?:=[A-Za-z0-9_.!~*'()\[\]/:&+$-]+)?)*)"
+)
+# The usual name-addr: an optional quoted display name without escapes, then
+# <uri> and plain header parameters, no white space around them.
+_PLAIN_NAME_ADDR_RE = re.compile(r'(?:"([^"\\\r\n]*)" ?)?<([^<>"\s]+)>(' + PLAIN_PARAMS + ")")
 
 SUPPORTED_SCHEMES = ("sip", "sips", "tel")
 
@@ -150,12 +161,43 @@ class TelUri:
         return f"tel:{self.number}{_format_uri_params(self.params)}"
 
 
+# Parsed values by their text. They are immutable, and the same texts come
+# again and again (the Request-URI of every call to a user, a dialog's From in
+# its INVITE, ACK and BYE): one object serves them all. Bounded; errors are
+# not kept.
+_CACHE_LIMIT = 4096
+_CACHEABLE = 256  # longer texts are parsed every time
+_URIS: dict[str, SipUri | TelUri] = {}
+_NAME_ADDRS: dict[str, NameAddr] = {}
+
+
 def parse_uri(text: str) -> SipUri | TelUri:
     """Parse a SIP, SIPS or tel URI.
 
     Raises RemoteProtocolError: 416 for a well-formed URI of another scheme
     (RFC 3261 §21.4.15), 400 for anything malformed.
     """
+    known = _URIS.get(text)
+    if known is not None:
+        return known
+    uri = _parse_uri(text)
+    if len(text) <= _CACHEABLE:
+        if len(_URIS) >= _CACHE_LIMIT:
+            _URIS.clear()
+        _URIS[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> SipUri | TelUri:
+    fast = _PLAIN_SIP_URI_RE.fullmatch(text)
+    if fast is not None:
+        # The usual form: one regular expression does what the general path
+        # below checks, and nothing in it is escaped.
+        scheme, user, host, port_text, param_text = fast.groups()
+        port = int(port_text) if port_text is not None else None
+        if port is None or port <= 65535:
+            return SipUri(scheme=scheme, user=user, host=host, port=port,
+                          params=split_plain_params(param_text) if param_text else ())
     text = text.strip(LWS)
     scheme, colon, rest = text.partition(":")
     if not colon or _SCHEME_RE.fullmatch(scheme) is None:
@@ -236,6 +278,24 @@ class NameAddr:
 
 def parse_name_addr(text: str) -> NameAddr:
     """Parse ``[display] <uri> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 §20.10)."""
+    known = _NAME_ADDRS.get(text)
+    if known is not None:
+        return known
+    name_addr = _parse_name_addr(text)
+    if len(text) <= _CACHEABLE:
+        if len(_NAME_ADDRS) >= _CACHE_LIMIT:
+            _NAME_ADDRS.clear()
+        _NAME_ADDRS[text] = name_addr
+    return name_addr
+
+
+def _parse_name_addr(text: str) -> NameAddr:
+    fast = _PLAIN_NAME_ADDR_RE.fullmatch(text)
+    if fast is not None:
+        # The usual form: an optional quoted display name without escapes,
+        # <uri>, plain parameters.
+        display, uri_text, param_text = fast.groups()
+        return NameAddr(display=display, uri=parse_uri(uri_text), params=split_plain_params(param_text))
     text = text.strip(LWS)
     display: str | None = None
     if text.startswith('"'):

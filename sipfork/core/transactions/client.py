@@ -24,7 +24,7 @@ from sipfork.core.transactions.states import (
     Event,
     status_event,
 )
-from sipfork.sip.builder import build_ack
+from sipfork.sip.builder import InviteLines, build_ack, invite_lines
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.message import Request, parse_message
 
@@ -46,6 +46,7 @@ class ClientTransaction(Transaction):
         "method",
         "hop",
         "_request",
+        "_lines",
         "_send",
         "_ack",
         "_started",
@@ -62,7 +63,10 @@ class ClientTransaction(Transaction):
         hop: Hop,
         now: float,
         timers: Timers = Timers(),
+        lines: InviteLines | None = None,
     ) -> None:
+        """``lines``: what a CANCEL or ACK copies from ``data``, when the
+        caller knows it (else ``data`` is parsed the first time it is needed)."""
         if method == "ACK":
             raise TransactionError("an ACK has no client transaction (RFC 3261 §17)")
         self.data = data
@@ -72,6 +76,7 @@ class ClientTransaction(Transaction):
         self.is_invite = method == "INVITE"
         self.reliable = hop.transport == "tcp"
         self._request: Request | None = None
+        self._lines = lines
         self._send = Send(data=data, host=hop.host, port=hop.port, transport=hop.transport, alternate=hop.alternate)
         self._ack: Send | None = None
         self._started = False
@@ -104,6 +109,13 @@ class ClientTransaction(Transaction):
                 raise TransactionError("the data of a client transaction is not a request")
             self._request = message
         return self._request
+
+    @property
+    def invite_lines(self) -> InviteLines:
+        """What a CANCEL or ACK copies from the request (RFC 3261 §9.1, §17.1.1.3)."""
+        if self._lines is None:
+            self._lines = invite_lines(self.request)
+        return self._lines
 
     def start(self) -> list[Send]:
         """The first send; call once, at the construction time ``now``."""
@@ -167,7 +179,7 @@ class ClientTransaction(Transaction):
 
     def _build_ack(self, response: Response | None) -> Send:
         hop = self.hop
-        data = build_ack(self.request, response)
+        data = build_ack(self.invite_lines, response)
         return Send(data=data, host=hop.host, port=hop.port, transport=hop.transport, alternate=hop.alternate)
 
     def _enter(self, state: ClientState, now: float, out: list) -> None:
