@@ -552,6 +552,19 @@ def test_refresh_replaces_the_binding(setup):
     assert saved(result) == [binding]
 
 
+def test_refresh_shares_the_strings_of_the_binding_it_replaces(setup):
+    registrar, location, _ = setup
+    phone = Phone(registrar)
+    phone.register(T0)
+    (first,) = location.all()
+    phone.register(T0 + 60)
+    (refreshed,) = location.all()
+    assert refreshed is not first and refreshed.cseq > first.cseq
+    # One copy of each string in memory, not one per refresh.
+    assert refreshed.contact is first.contact and refreshed.call_id is first.call_id
+    assert refreshed.user_agent is first.user_agent and refreshed.source_host is first.source_host
+
+
 def test_refresh_from_a_new_address_moves_the_binding(setup):
     registrar, location, _ = setup
     phone = Phone(registrar)
