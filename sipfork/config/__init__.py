@@ -47,6 +47,7 @@ from sipfork.config.parse import REASON_WORDS, STATUS_WORDS, load_config, parse_
 from sipfork.config.values import MAX_DURATION
 
 __all__ = [
+    "DIGEST_ALGORITHMS", "MAX_DURATION", "REASON_WORDS", "STATUS_WORDS",
     "Config", "ConfigError", "Forwarding", "Gateway", "Group", "Listen", "Number",
     "Problem", "ProxySettings", "Target", "User", "load_config", "parse_config",
 ]

@@ -6,7 +6,7 @@ import pytest
 
 from sipfork.sip.builder import build_ack, build_cancel, build_request, build_response
 from sipfork.sip.edits import forward_request, forward_response
-from sipfork.sip.errors import LocalProtocolError, RemoteProtocolError
+from sipfork.sip.errors import LocalProtocolError
 from sipfork.sip.message import Request, Response, parse_message
 from sipfork.sip.uri import SipUri
 
