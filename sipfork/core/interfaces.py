@@ -107,11 +107,19 @@ class Interfaces:
     def record_routes(self, inbound: Hop, outbound: Hop) -> list[str]:
         """Our Record-Route values, topmost first: one, or two when the
         request leaves on another listener than it came in on (RFC 5658)."""
-        key = (inbound.transport, is_ipv6(inbound.host), outbound.transport, is_ipv6(outbound.host))
+        return list(self.record_route_values(inbound.transport, inbound.host, outbound.transport, outbound.host))
+
+    def record_route_values(self, inbound_transport: str, inbound_host: str, outbound_transport: str,
+                            outbound_host: str) -> tuple[str, ...]:
+        """:meth:`record_routes` for a request that came in over ``inbound_transport``
+        from ``inbound_host`` and leaves over ``outbound_transport`` to ``outbound_host``."""
+        key = (inbound_transport, is_ipv6(inbound_host), outbound_transport, is_ipv6(outbound_host))
         values = self._record_routes.get(key)
         if values is None:
+            inbound = Hop(host=inbound_host, port=0, transport=inbound_transport)
+            outbound = Hop(host=outbound_host, port=0, transport=outbound_transport)
             values = self._record_routes[key] = tuple(self._work_out_record_routes(inbound, outbound))
-        return list(values)
+        return values
 
     def _work_out_record_routes(self, inbound: Hop, outbound: Hop) -> list[str]:
         inbound_listen = self.listen_for(inbound.transport, inbound.host)

@@ -478,18 +478,19 @@ class Core:
         upstream = context.upstream
         request = context.request
         branch_id = self.ids.branch()
-        inbound = Hop(host=upstream.source[0], port=upstream.source[1], transport=upstream.transport)
-        record_route = self.interfaces.record_routes(inbound, spec.hop) if upstream.record_route else ()
-        headers = list(spec.headers)
-        drop = list(upstream.drop_headers)
+        hop = spec.hop
+        record_route = self.interfaces.record_route_values(upstream.transport, upstream.source[0], hop.transport,
+                                                           hop.host) if upstream.record_route else ()
+        headers = spec.headers
+        drop = upstream.drop_headers
         if upstream.max_breadth is not None:
-            headers.append(("Max-Breadth", str(upstream.max_breadth)))
-            drop.append("Max-Breadth")
+            headers = (*headers, ("Max-Breadth", str(upstream.max_breadth)))
+            drop = (*drop, "Max-Breadth")
         if credentials is not None:
-            headers.append(credentials)
+            headers = (*headers, credentials)
         # Every branch of a fork usually shares all edits but the Via and the
         # Request-URI: work them out once (the template of the last fork is kept).
-        template_key = (request, tuple(record_route), tuple(headers), tuple(drop), cseq_shift)
+        template_key = (request, record_route, headers, drop, cseq_shift)
         if self._template is not None and self._template[0] == template_key:
             template = self._template[1]
         else:

@@ -147,9 +147,8 @@ def plan_call(
 # What a call to a user works out, kept while its inputs are the same objects
 # (a call to a user is the common case and happens many times a second):
 # user -> (config, devices, plan), and user -> (the registrations' bindings,
-# from, until, devices). The location hands out the same tuple of bindings
-# until they change; the devices are those unexpired from ``from`` until
-# ``until``. Bounded.
+# from, until, devices): the devices are those of these bindings unexpired
+# from ``from`` until ``until``. Bounded.
 _USER_PLANS: dict[str, tuple[Config, tuple[Branch, ...], Plan]] = {}
 _USER_DEVICES: dict[str, tuple[object, float, float, tuple[Branch, ...]]] = {}
 _MEMO_LIMIT = 4096
@@ -319,10 +318,12 @@ def _devices(user: str, registrations: Registrations, now: float) -> tuple[Branc
     """Every unexpired binding of ``user`` as a branch, independent of input order."""
     bindings = registrations.get(user, ())
     known = _USER_DEVICES.get(user)
-    if known is not None and known[0] is bindings and known[1] <= now < known[2]:
+    # The same bindings (immutable: a tuple of the same objects, usually) and
+    # none expired since: the same devices.
+    if known is not None and known[1] <= now < known[2] and known[0] == bindings:
         return known[3]
     devices = _work_out_devices(user, bindings, now)
-    if isinstance(bindings, tuple):  # immutable: the same object, the same bindings
+    if isinstance(bindings, tuple):
         expired = [b.expires_at for b in bindings if b.expires_at <= now]
         current = [b.expires_at for b in bindings if b.expires_at > now]
         _remember(_USER_DEVICES, user, (bindings, max(expired, default=float("-inf")),

@@ -26,6 +26,11 @@ MAX_DATAGRAM = 65507
 SOCKET_BUFFER = 4 * 1024 * 1024
 
 
+# What a datagram of nothing but CR and LF (a keep-alive) starts with; any
+# other datagram is delivered without copying it to strip it first.
+_KEEP_ALIVE_START = (b"", b"\r", b"\n")
+
+
 def peer(address: tuple) -> tuple[str, int]:  # type: ignore[type-arg]
     """(host, port) of a socket address; IPv6 scope and flow info dropped."""
     return address[0], address[1]
@@ -47,9 +52,9 @@ class UdpProtocol(asyncio.DatagramProtocol):
                     log.debug("socket buffer not enlarged: %s", error)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        if data.strip(b"\r\n") == b"":
+        if data[:1] in _KEEP_ALIVE_START and data.strip(b"\r\n") == b"":
             return  # a keep-alive (RFC 5626 §4.4.1 CRLF)
-        self.deliver(data, peer(addr), "udp")
+        self.deliver(data, addr if len(addr) == 2 else peer(addr), "udp")
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a phone that went away: the branch's

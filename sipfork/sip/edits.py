@@ -10,6 +10,7 @@ index made while parsing and splice the bytes once.  Everything else
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 from sipfork.sip.builder import InviteLines
 from sipfork.sip.errors import LocalProtocolError, RemoteProtocolError
@@ -31,6 +32,7 @@ from sipfork.sip.message import (
 CRLF = b"\r\n"
 # (start, end, replacement): an insertion has start == end.
 Edit = tuple[int, int, bytes]
+_EDIT_ORDER = itemgetter(0, 1)
 # Headers a forwarding proxy must never drop: the message would be broken.
 _UNDROPPABLE = frozenset({b"via", b"max-forwards", b"content-length", b"call-id", b"cseq", b"from", b"to"})
 _SPACE = b" \t\r\n"
@@ -86,7 +88,7 @@ def _top_via(message: Message) -> tuple[Field, list[tuple[int, int]]]:
 
 def _splice(raw: bytes, end: int, edits: list[Edit]) -> bytes:
     """Apply non-overlapping edits to ``raw[:end]`` in one pass."""
-    edits.sort(key=lambda edit: (edit[0], edit[1]))  # stable: insertions keep their order
+    edits.sort(key=_EDIT_ORDER)  # stable: insertions keep their order
     out: list[bytes] = []
     pos = 0
     for start, stop, replacement in edits:
@@ -173,9 +175,10 @@ def forward_request(
 class ForwardTemplate:
     """:func:`forward_request` in two steps, for a request forked to several
     branches: every edit but the new Via and the Request-URI is worked out
-    once; :meth:`build` then makes each branch's bytes with one join."""
+    once; :meth:`build` then makes each branch's bytes with one join (the
+    first by splicing the received bytes, as forward_request does)."""
 
-    __slots__ = ("_uri", "_uri_text", "_parts", "_lines")
+    __slots__ = ("_request", "_edits", "_built", "_parts", "_uri", "_lines", "_lines_args")
 
     def __init__(
         self,
@@ -198,7 +201,7 @@ class ForwardTemplate:
         if dropped:
             edits.extend((f[LINE_START], f[LINE_END], b"") for f in request.fields if f[KEY] in dropped)
 
-        # The Request-URI and the new Via are placeholders (None), filled in by build().
+        # The Request-URI and the new Via are placeholders, filled in by build().
         edits.append((request.uri_start, request.uri_end, _URI))
 
         top, top_spans = _top_via(request)
@@ -237,17 +240,19 @@ class ForwardTemplate:
         if cseq is not None:
             _renumber_cseq(request, cseq, edits)
         _content_length(request, edits)
+        edits.sort(key=_EDIT_ORDER)  # stable: insertions keep their order
+        pos = 0
+        for start, stop, _ in edits:
+            if start < pos:
+                raise LocalProtocolError("overlapping edits")
+            pos = stop
+        self._request = request
+        self._edits = edits
+        self._built = False
+        self._parts: list[bytes] | None = None  # the bytes between the placeholders, once a 2nd branch is built
         self._uri = raw[request.uri_start : request.uri_end]
-        self._uri_text = request.uri
-        self._lines = _unchanged_lines(request, pop_routes, dropped, add_headers, cseq)
-        # The spliced bytes as parts: constant bytes, with the placeholders between them.
-        parts: list[bytes | object] = []
-        for part in _splice_parts(raw, request.body_end, edits):
-            if part is _URI or part is _VIA or not parts or not isinstance(parts[-1], bytes):
-                parts.append(part)
-            else:
-                parts[-1] += part  # type: ignore[operator]
-        self._parts = parts
+        self._lines: tuple[tuple[str, ...], str, str, str, int] | None | bool = False  # False: not worked out
+        self._lines_args = (pop_routes, dropped, add_headers, cseq)
 
     def build(self, *, via: str, request_uri: str | None = None) -> bytes:
         """One branch's bytes: ``Via: <via>`` on top, ``request_uri`` (or the
@@ -260,16 +265,47 @@ class ForwardTemplate:
                 raise LocalProtocolError(f"bad Request-URI {request_uri!r}")
             uri = _encode(request_uri)
         via_line = _line("Via", via)
-        return b"".join([uri if part is _URI else via_line if part is _VIA else part  # type: ignore[misc]
-                         for part in self._parts])
+        parts = self._parts
+        if parts is None:
+            if not self._built:
+                # The first branch (often the only one): splice directly.
+                self._built = True
+                raw = self._request.raw
+                out: list[bytes] = []
+                pos = 0
+                for start, stop, replacement in self._edits:
+                    out.append(raw[pos:start])
+                    out.append(uri if replacement is _URI else via_line if replacement is _VIA else replacement)
+                    pos = stop
+                out.append(raw[pos : self._request.body_end])
+                return b"".join(out)
+            # A second branch: merge the constant bytes once for all the others.
+            raw = self._request.raw
+            parts = []
+            constant = b""
+            pos = 0
+            for start, stop, replacement in self._edits:
+                constant += raw[pos:start]
+                if replacement is _URI or replacement is _VIA:
+                    parts.append(constant)
+                    parts.append(replacement)
+                    constant = b""
+                else:
+                    constant += replacement
+                pos = stop
+            parts.append(constant + raw[pos : self._request.body_end])
+            self._parts = parts
+        return b"".join([uri if part is _URI else via_line if part is _VIA else part for part in parts])
 
     def invite_lines(self, *, via: str, request_uri: str | None = None) -> InviteLines | None:
         """What a CANCEL or an ACK for the branch :meth:`build` made with these
         arguments copies from it, or None when only parsing those bytes can tell."""
+        if self._lines is False:
+            self._lines = _unchanged_lines(self._request, *self._lines_args)
         if self._lines is None:
             return None
         routes, from_, to, call_id, cseq = self._lines
-        return InviteLines(uri=self._uri_text if request_uri is None else request_uri, via=via, routes=routes,
+        return InviteLines(uri=self._request.uri if request_uri is None else request_uri, via=via, routes=routes,
                            from_=from_, to=to, call_id=call_id, cseq=cseq)
 
 
@@ -306,21 +342,6 @@ _URI: bytes = object()  # type: ignore[assignment]
 _VIA: bytes = object()  # type: ignore[assignment]
 
 
-def _splice_parts(raw: bytes, end: int, edits: list[Edit]) -> list[bytes]:
-    """:func:`_splice` without the final join."""
-    edits.sort(key=lambda edit: (edit[0], edit[1]))  # stable: insertions keep their order
-    out: list[bytes] = []
-    pos = 0
-    for start, stop, replacement in edits:
-        if start < pos:
-            raise LocalProtocolError("overlapping edits")
-        out.append(raw[pos:start])
-        out.append(replacement)
-        pos = stop
-    out.append(raw[pos:end])
-    return out
-
-
 def forward_response(response: Response, *, cseq: int | None = None) -> bytes:
     """The response to pass upstream: the top Via value removed (RFC 3261 §16.7 step 3).
 
@@ -329,6 +350,10 @@ def forward_response(response: Response, *, cseq: int | None = None) -> bytes:
     differently (see :func:`forward_request`).
     """
     top, spans = _top_via(response)
+    if len(spans) == 1 and cseq is None and response.has_header("content-length"):
+        # The usual case: the top Via has a line of its own; only that line goes.
+        raw = response.raw
+        return raw[: top[LINE_START]] + raw[top[LINE_END] : response.body_end]
     edits: list[Edit]
     if len(spans) == 1:
         edits = [(top[LINE_START], top[LINE_END], b"")]

@@ -123,9 +123,7 @@ def parse_via(text: str) -> Via:
         transport, host, port_text, param_text = fast.groups()
         port = int(port_text) if port_text is not None else None
         if port is None or port <= 65535:
-            params = split_plain_params(param_text)
-            _check_via_params(params, text)
-            return Via(transport=transport.upper(), host=host, port=port, params=params)
+            return _plain_via(transport.upper(), host, port, split_plain_params(param_text), text)
     match = _SENT_PROTOCOL_RE.match(text)
     if match is None:
         raise RemoteProtocolError(f"bad Via {text!r}")
@@ -138,6 +136,43 @@ def parse_via(text: str) -> Via:
     params = parse_params(param_text) if semi else ()
     _check_via_params(params, text)
     return Via(transport=transport.upper(), host=host, port=port, params=params)
+
+
+def _plain_via(transport: str, host: str, port: int | None, params: Params, text: str) -> Via:
+    """``Via(...)`` for parse_via's fast path: the checks of
+    :func:`_check_via_params` and the values of ``Via.__attrs_post_init__``
+    in one pass over the parameters, and no keyword arguments to sort out
+    (a Via is parsed for every message)."""
+    branch = received = rport_text = None
+    seen_branch = seen_received = has_rport = False
+    for key, value in params:
+        lowered = key.lower()
+        if lowered == "branch":
+            if not value:
+                raise RemoteProtocolError(f"empty {key} in Via {text!r}")
+            if not seen_branch:
+                seen_branch, branch = True, value
+        elif lowered == "received":
+            if not value:
+                raise RemoteProtocolError(f"empty {key} in Via {text!r}")
+            if not seen_received:
+                seen_received, received = True, value
+        elif lowered == "rport":
+            if value is not None and (DIGITS_RE.fullmatch(value) is None or int(value) > 65535):
+                raise RemoteProtocolError(f"bad rport in Via {text!r}")
+            if not has_rport:
+                has_rport, rport_text = True, value
+    via = object.__new__(Via)
+    setter = object.__setattr__
+    setter(via, "transport", transport)
+    setter(via, "host", host)
+    setter(via, "port", port)
+    setter(via, "params", params)
+    setter(via, "branch", branch)
+    setter(via, "received", received)
+    setter(via, "has_rport", has_rport)
+    setter(via, "rport", int(rport_text) if rport_text is not None else None)
+    return via
 
 
 def _check_via_params(params: Params, text: str) -> None:

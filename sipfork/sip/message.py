@@ -56,6 +56,7 @@ _NON_LIST_KEYS = frozenset(name.encode() for name in NON_LIST_HEADERS)
 _MANDATORY = (b"via", b"from", b"to", b"call-id", b"cseq")
 # Headers that must appear once: two differing copies make the message ambiguous.
 _SINGLETONS = (b"from", b"to", b"call-id", b"cseq", b"content-length", b"max-forwards")
+_MANDATORY_SET = frozenset(_MANDATORY)
 _WHITESPACE = (32, 9)
 
 
@@ -221,7 +222,14 @@ class Message:
             if self._vias is not None:
                 self._top_via = self._vias[0]
             else:
+                raw = self.raw
                 for item in self._index.get(b"via", ()):
+                    if not item[FOLDED] and raw.find(b",", item[VALUE_START], item[VALUE_END]) < 0:
+                        # One value on an unfolded line (the usual case): already stripped.
+                        if item[VALUE_END] > item[VALUE_START]:
+                            self._top_via = parse_via(self.field_text(item))
+                            break
+                        continue
                     values = split_commas(self.field_text(item))
                     if values:
                         self._top_via = parse_via(values[0])
@@ -380,7 +388,9 @@ def _index_headers(data: bytes, pos: int) -> tuple[list[Field], int, int]:
         lines = head.split(b"\r\n")
         breaks = len(lines) - 1
         if head.count(b"\n") == breaks and head.count(b"\r") == breaks:
-            return _index_crlf_lines(lines, pos), end + 2, end + 4
+            if b"\n " in head or b"\n\t" in head or head[:1] in (b" ", b"\t"):
+                return _index_crlf_lines(lines, pos), end + 2, end + 4
+            return _index_unfolded_lines(lines, pos), end + 2, end + 4
     return _index_lines(data, pos)
 
 
@@ -412,6 +422,25 @@ def _index_crlf_lines(lines: list[bytes], pos: int) -> list[Field]:
         stripped = value.lstrip(b" \t")
         value_start = pos + size - len(stripped)
         append((key, pos, value_start, value_start + len(stripped.rstrip(b" \t")), line_end, False))
+        pos = line_end
+    return fields
+
+
+def _index_unfolded_lines(lines: list[bytes], pos: int) -> list[Field]:
+    """:func:`_index_crlf_lines` for lines none of which continues another."""
+    fields: list[Field] = []
+    append = fields.append
+    known = _NAME_KEYS.get
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise RemoteProtocolError("header line without a colon")
+        stripped = value.lstrip(b" \t")
+        size = len(line)
+        value_start = pos + size - len(stripped)
+        line_end = pos + size + 2
+        append((known(name) or _name_key(name), pos, value_start, value_start + len(stripped.rstrip(b" \t")),
+                line_end, False))
         pos = line_end
     return fields
 
@@ -496,6 +525,15 @@ def parse_message(data: bytes) -> Request | Response:
     if newline < 0:
         raise RemoteProtocolError("no start line")
     end = newline - 1 if newline > pos and data[newline - 1] == 13 else newline
+    if data.startswith(b"SIP/2.0 ", pos) and data[pos + 11 : pos + 12] == b" ":
+        # The usual status line: "SIP/2.0 " three digits, a space, the reason.
+        code = data[pos + 8 : pos + 11]
+        if code.isdigit() and b"100" <= code <= b"699":
+            fields, header_end, body_start = _index_headers(data, newline + 1)
+            message = Response(data, fields, header_end, body_start, size, status=int(code),
+                               reason=data[pos + 12 : end].decode("utf-8", "surrogateescape"))
+            _check_headers(message, data)
+            return message
     first, second, third = _parse_start_line(data[pos:end])
     fields, header_end, body_start = _index_headers(data, newline + 1)
 
@@ -542,13 +580,15 @@ def parse_message(data: bytes) -> Request | Response:
 def _check_headers(message: Message, data: bytes) -> None:
     """Mandatory and singleton headers, Content-Length, Call-ID, CSeq (RFC 3261 §8.1.1, §20.14)."""
     index = message._index
-    for key in _MANDATORY:
-        if key not in index:
-            raise RemoteProtocolError(f"missing {key.decode()} header")
-    for key in _SINGLETONS:
-        found = index.get(key)
-        if found is not None and len(found) > 1:
-            raise RemoteProtocolError(f"more than one {key.decode()} header")
+    if not index.keys() >= _MANDATORY_SET:
+        for key in _MANDATORY:
+            if key not in index:
+                raise RemoteProtocolError(f"missing {key.decode()} header")
+    if len(index) < len(message.fields):  # some header came more than once
+        for key in _SINGLETONS:
+            found = index.get(key)
+            if found is not None and len(found) > 1:
+                raise RemoteProtocolError(f"more than one {key.decode()} header")
     found = index.get(b"content-length")
     length = message.field_text(found[0]) if found else None
     if length is not None:
@@ -558,6 +598,7 @@ def _check_headers(message: Message, data: bytes) -> None:
         if body_end > len(data):
             raise RemoteProtocolError("Content-Length larger than the body")
         message.body_end = body_end
-    _ = message.call_id  # validated now, so a bad one is answered with 400
-    _ = message.cseq
+    # Validated now, so a bad one is answered with 400.
+    message._call_id = _check_call_id(message.field_text(index[b"call-id"][0]))
+    message._cseq = parse_cseq(message.field_text(index[b"cseq"][0]))
 
