@@ -23,13 +23,13 @@ class Binding:
     phone behind NAT or on a TCP connection stays reachable.
 
     A registrar holds one of these per registered phone, so it is kept
-    small: the strings many bindings share (user, source host, transport,
+    small: the strings many bindings share (source host, transport,
     User-Agent) are interned, and the ``hop`` is worked out on first use
     (the planner asks for it on every call to the contact; most contacts
     are never called between two registrations).
     """
 
-    user: str = field(converter=_intern)
+    user: str  # the registrar passes the configuration's own string; the store interns what it loads
     contact: str  # the Contact URI as the phone wrote it, without < >
     source_host: str = field(converter=_intern)
     source_port: int

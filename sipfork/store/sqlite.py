@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -91,7 +92,7 @@ def _binding(row: tuple) -> Binding:
     (user, contact, source_host, source_port, transport, expires_at, q,
      call_id, cseq, user_agent, registered_at) = row
     return Binding(
-        user=user,
+        user=sys.intern(user),  # one string per user, however many contacts it has
         contact=contact,
         source_host=source_host,
         source_port=source_port,

@@ -136,6 +136,14 @@ def test_load_keeps_the_write_order_of_one_user(tmp_path):
         assert [b.contact for b in store.load()] == contacts
 
 
+def test_sqlite_load_shares_one_string_per_user(tmp_path):
+    with SqliteStore(tmp_path / FILENAME) as store:
+        store.write([binding(contact="sip:a@h"), binding(contact="sip:b@h")])
+        first, second = store.load()
+        assert first.user == "alice" and first.user is second.user
+        assert first.source_host is second.source_host and first.user_agent is second.user_agent
+
+
 def test_sqlite_survives_reopen(tmp_path):
     path = tmp_path / "sub" / "dir" / FILENAME  # parent directories are created
     saved = binding(contact="sip:alice@[2001:db8::1]:5060", source_host="2001:db8::1")
