@@ -358,9 +358,12 @@ class CallContext:
         if self.pending:
             earliest = self.pending[0][0] if earliest is None else min(earliest, self.pending[0][0])
         for branch in self.branches:
-            for value in (branch.ring_end, branch.timer_c):
-                if value is not None and (earliest is None or value < earliest):
-                    earliest = value
+            value = branch.ring_end
+            if value is not None and (earliest is None or value < earliest):
+                earliest = value
+            value = branch.timer_c
+            if value is not None and (earliest is None or value < earliest):
+                earliest = value
         return earliest
 
     def handle_timer(self, now: float) -> None:

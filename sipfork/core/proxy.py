@@ -54,7 +54,7 @@ ClientKey = tuple[str, str]
 class _ClientEntry:
     """A client transaction with the branch it serves (None for a CANCEL)."""
 
-    __slots__ = ("key", "transaction", "context", "branch")
+    __slots__ = ("key", "transaction", "context", "branch", "deadline")
 
     def __init__(self, key: ClientKey, transaction: ClientTransaction, context: CallContext | None,
                  branch: BranchState | None) -> None:
@@ -62,9 +62,7 @@ class _ClientEntry:
         self.transaction = transaction
         self.context = context
         self.branch = branch
-
-    def deadline(self) -> float | None:
-        return self.transaction.deadline()
+        self.deadline = transaction.deadline  # what the timer heap asks (one call, not two)
 
 
 class Core:
@@ -96,6 +94,8 @@ class Core:
         self._cseq_shifts: dict[tuple[str, str], int] = {}
         self._heap: list[tuple[float, int, object]] = []
         self._armed: dict[object, float] = {}
+        self._expiry: float | None = None  # see _next_expiry
+        self._expiry_known = False
         self._sequence = itertools.count()
 
     def _apply_config(self, config: Config) -> None:
@@ -125,7 +125,7 @@ class Core:
                 break
             heapq.heappop(self._heap)
         earliest = self._heap[0][0] if self._heap else None
-        expiry = self.location.next_expiry()
+        expiry = self._next_expiry()
         if expiry is not None and (earliest is None or expiry < earliest):
             earliest = expiry
         return earliest
@@ -143,21 +143,34 @@ class Core:
             elif isinstance(obj, ServerTransaction):
                 self._server_outputs(obj, obj.handle_timer(now))
             self._schedule(obj)
-        expiry = self.location.next_expiry()
+        expiry = self._next_expiry()
         if expiry is not None and expiry <= now:
+            self._expiry_known = False
             for drop in self.location.expire(now):
                 self._effects.append(drop)
                 self._log(logging.INFO, f"registration expired: {drop.user} {drop.contact}")
 
+    def _next_expiry(self) -> float | None:
+        """The location table's earliest expiry, asked again only after the
+        table changed (the shell wants the next deadline after every message;
+        only the registrar, expiry and other workers change the table)."""
+        if not self._expiry_known:
+            self._expiry = self.location.next_expiry()
+            self._expiry_known = True
+        return self._expiry
+
     def binding_saved(self, binding: Binding) -> None:
         """Another worker stored a binding (shared store)."""
+        self._expiry_known = False
         self.location.put(binding)
 
     def binding_dropped(self, user: str, contact: str) -> None:
+        self._expiry_known = False
         self.location.drop(user, contact)
 
     def replace_bindings(self, bindings: Iterable[Binding]) -> None:
         """The store's whole table, when its change log no longer reaches back."""
+        self._expiry_known = False
         for old in self.location.all():
             self.location.drop(old.user, old.contact)
         for binding in bindings:
@@ -280,6 +293,7 @@ class Core:
             self._respond(transaction, request, 403, now, reason="Not Our Domain")
             return
         if method == "REGISTER":
+            self._expiry_known = False
             result = self.registrar.handle(request, source=source, transport=transport, now=now)
             self._emit(result.effects)  # stored before the 200 OK leaves (DESIGN.md)
             self._server_outputs(transaction, transaction.respond(result.response, result.status, now))

@@ -427,22 +427,41 @@ def _index_crlf_lines(lines: list[bytes], pos: int) -> list[Field]:
 
 
 def _index_unfolded_lines(lines: list[bytes], pos: int) -> list[Field]:
-    """:func:`_index_crlf_lines` for lines none of which continues another."""
+    """:func:`_index_crlf_lines` for lines none of which continues another.
+
+    Many lines come again and again (Content-Length, CSeq, Max-Forwards, a
+    dialog's From, To, Call-ID, Contact and Record-Route in each of its
+    messages): what a line says is looked up by its bytes before it is
+    worked out."""
     fields: list[Field] = []
     append = fields.append
     known = _NAME_KEYS.get
+    seen = _LINES.get
     for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise RemoteProtocolError("header line without a colon")
-        stripped = value.lstrip(b" \t")
         size = len(line)
-        value_start = pos + size - len(stripped)
+        found = seen(line)
+        if found is None:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise RemoteProtocolError("header line without a colon")
+            stripped = value.lstrip(b" \t")
+            offset = size - len(stripped)
+            found = (known(name) or _name_key(name), offset, offset + len(stripped.rstrip(b" \t")))
+            if size <= _LINE_CACHEABLE:
+                if len(_LINES) >= _LINES_LIMIT:
+                    _LINES.clear()
+                _LINES[line] = found
+        key, value_start, value_end = found
         line_end = pos + size + 2
-        append((known(name) or _name_key(name), pos, value_start, value_start + len(stripped.rstrip(b" \t")),
-                line_end, False))
+        append((key, pos, pos + value_start, pos + value_end, line_end, False))
         pos = line_end
     return fields
+
+
+# header line -> (key, value start, value end) within the line; bounded.
+_LINES: dict[bytes, tuple[bytes, int, int]] = {}
+_LINES_LIMIT = 4096
+_LINE_CACHEABLE = 256
 
 
 def _index_lines(data: bytes, pos: int) -> tuple[list[Field], int, int]:
