@@ -240,9 +240,38 @@ class Core:
         self._raw[data] = transaction
         if method == "CANCEL":
             self._receive_cancel(request, transaction, key, now)
+        elif method == "INVITE":
+            start = len(self._effects)
+            self._new_request(request, transaction, source, transport, now)
+            self._trying_after_forks(start)
         else:
             self._new_request(request, transaction, source, transport, now)
         self._schedule(transaction)
+
+    def _trying_after_forks(self, start: int) -> None:
+        """Send an INVITE's 100 Trying (``effects[start]``) after the requests
+        forked for it, just before the first response that follows, if any.
+
+        The 100 only stops the caller's retransmissions (RFC 3261 §16.2,
+        §17.1.1.2: the first one 500 ms later); the phones that are to ring
+        get their INVITE a send earlier. The transaction sent it first, so
+        nothing else changes."""
+        effects = self._effects
+        if len(effects) <= start:
+            return
+        trying = effects[start]
+        if not (isinstance(trying, Send) and trying.data.startswith(b"SIP/2.0 100 ")):
+            return
+        for index in range(start + 1, len(effects)):
+            effect = effects[index]
+            if isinstance(effect, Send) and effect.data.startswith(b"SIP/"):
+                if index > start + 1:
+                    del effects[start]
+                    effects.insert(index - 1, trying)
+                return
+        if len(effects) > start + 1:
+            del effects[start]
+            effects.append(trying)
 
     def _respond(self, transaction: ServerTransaction, request: Request, status: int, now: float, *,
                  reason: str | None = None, headers: Iterable[tuple[str, str]] = (), to_tag: str | None = None) -> None:
