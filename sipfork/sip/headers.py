@@ -116,6 +116,23 @@ class Via:
 
 def parse_via(text: str) -> Via:
     """Parse one Via value (not a comma list: split it with ``header_values``)."""
+    known = _VIAS.get(text)
+    if known is not None:
+        return known  # immutable: the responses of one branch share their top Via
+    via = _parse_via(text)
+    if len(text) <= 256:
+        if len(_VIAS) >= 4096:
+            _VIAS.clear()
+        _VIAS[text] = via
+    return via
+
+
+# Parsed Via values by text (bounded): a branch's 180, 200 or 487, and the
+# 200 to its CANCEL, all carry the same top Via.
+_VIAS: dict[str, Via] = {}
+
+
+def _parse_via(text: str) -> Via:
     fast = _PLAIN_VIA_RE.fullmatch(text)
     if fast is not None:
         # The usual form ("SIP/2.0/UDP host:port;name=value;flag"): one

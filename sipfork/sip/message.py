@@ -102,17 +102,20 @@ class Message:
     body_start: int
     body_end: int
 
-    def __init__(self, raw: bytes, fields: Sequence[Field], header_end: int, body_start: int, body_end: int) -> None:
+    def __init__(self, raw: bytes, fields: Sequence[Field], header_end: int, body_start: int, body_end: int,
+                 index: dict[bytes, tuple[Field, ...]] | None = None) -> None:
+        """``index``: the fields by key, when the caller built it with them."""
         self.raw = raw
         self.fields = fields = tuple(fields)
         # Tuples, not lists: a message lives as long as its transaction, and
         # tuples of plain values drop out of the cyclic GC's work (lists never do).
-        index: dict[bytes, tuple[Field, ...]] = {}
-        get = index.get
-        for item in fields:
-            key = item[0]
-            found = get(key)
-            index[key] = (item,) if found is None else found + (item,)
+        if index is None:
+            index = {}
+            get = index.get
+            for item in fields:
+                key = item[0]
+                found = get(key)
+                index[key] = (item,) if found is None else found + (item,)
         self._index = index
         self.header_end = header_end  # where the blank line starts
         self.body_start = body_start
@@ -302,8 +305,9 @@ class Request(Message):
         uri: str,
         uri_start: int,
         uri_end: int,
+        index: dict[bytes, tuple[Field, ...]] | None = None,
     ) -> None:
-        super().__init__(raw, fields, header_end, body_start, body_end)
+        super().__init__(raw, fields, header_end, body_start, body_end, index)
         self.method = method
         self.uri = uri
         self.uri_start = uri_start  # offsets of the Request-URI, for edits
@@ -339,8 +343,9 @@ class Response(Message):
         *,
         status: int,
         reason: str,
+        index: dict[bytes, tuple[Field, ...]] | None = None,
     ) -> None:
-        super().__init__(raw, fields, header_end, body_start, body_end)
+        super().__init__(raw, fields, header_end, body_start, body_end, index)
         self.status = status
         self.reason = reason
 
@@ -375,13 +380,22 @@ def _name_key(name: bytes) -> bytes:
 
 
 def _index_headers(data: bytes, pos: int) -> tuple[list[Field], int, int]:
-    """Index header fields from ``pos``; returns (fields, header_end, body_start).
+    """Index header fields from ``pos``; returns (fields, header_end, body_start)."""
+    fields, header_end, body_start, _ = _index_header_section(data, pos)
+    return fields, header_end, body_start
+
+
+def _index_header_section(
+    data: bytes, pos: int
+) -> tuple[list[Field], int, int, dict[bytes, tuple[Field, ...]] | None]:
+    """Index header fields from ``pos``; returns (fields, header_end,
+    body_start, the fields by key or None when not built here).
 
     The usual message (CRLF line ends, no stray CR or LF) is split in C and
     indexed line by line; anything else takes the general loop.
     """
     if data.startswith(b"\r\n", pos):
-        return [], pos, pos + 2  # no header fields at all
+        return [], pos, pos + 2, None  # no header fields at all
     end = data.find(b"\r\n\r\n", pos)
     if end >= 0:
         head = data[pos:end]
@@ -389,9 +403,11 @@ def _index_headers(data: bytes, pos: int) -> tuple[list[Field], int, int]:
         breaks = len(lines) - 1
         if head.count(b"\n") == breaks and head.count(b"\r") == breaks:
             if b"\n " in head or b"\n\t" in head or head[:1] in (b" ", b"\t"):
-                return _index_crlf_lines(lines, pos), end + 2, end + 4
-            return _index_unfolded_lines(lines, pos), end + 2, end + 4
-    return _index_lines(data, pos)
+                return _index_crlf_lines(lines, pos), end + 2, end + 4, None
+            fields, index = _index_unfolded_lines(lines, pos)
+            return fields, end + 2, end + 4, index
+    fields, header_end, body_start = _index_lines(data, pos)
+    return fields, header_end, body_start, None
 
 
 def _index_crlf_lines(lines: list[bytes], pos: int) -> list[Field]:
@@ -426,8 +442,9 @@ def _index_crlf_lines(lines: list[bytes], pos: int) -> list[Field]:
     return fields
 
 
-def _index_unfolded_lines(lines: list[bytes], pos: int) -> list[Field]:
-    """:func:`_index_crlf_lines` for lines none of which continues another.
+def _index_unfolded_lines(lines: list[bytes], pos: int) -> tuple[list[Field], dict[bytes, tuple[Field, ...]]]:
+    """:func:`_index_crlf_lines` for lines none of which continues another,
+    and the fields by key (Message's index) in the same pass.
 
     Many lines come again and again (Content-Length, CSeq, Max-Forwards, a
     dialog's From, To, Call-ID, Contact and Record-Route in each of its
@@ -435,31 +452,37 @@ def _index_unfolded_lines(lines: list[bytes], pos: int) -> list[Field]:
     worked out."""
     fields: list[Field] = []
     append = fields.append
+    index: dict[bytes, tuple[Field, ...]] = {}
     known = _NAME_KEYS.get
     seen = _LINES.get
     for line in lines:
-        size = len(line)
         found = seen(line)
         if found is None:
             name, colon, value = line.partition(b":")
             if not colon:
                 raise RemoteProtocolError("header line without a colon")
             stripped = value.lstrip(b" \t")
+            size = len(line)
             offset = size - len(stripped)
-            found = (known(name) or _name_key(name), offset, offset + len(stripped.rstrip(b" \t")))
+            found = (known(name) or _name_key(name), offset, offset + len(stripped.rstrip(b" \t")), size + 2)
             if size <= _LINE_CACHEABLE:
                 if len(_LINES) >= _LINES_LIMIT:
                     _LINES.clear()
                 _LINES[line] = found
-        key, value_start, value_end = found
-        line_end = pos + size + 2
-        append((key, pos, pos + value_start, pos + value_end, line_end, False))
+        key, value_start, value_end, length = found
+        line_end = pos + length
+        item = (key, pos, pos + value_start, pos + value_end, line_end, False)
+        append(item)
+        if key in index:
+            index[key] += (item,)
+        else:
+            index[key] = (item,)
         pos = line_end
-    return fields
+    return fields, index
 
 
-# header line -> (key, value start, value end) within the line; bounded.
-_LINES: dict[bytes, tuple[bytes, int, int]] = {}
+# header line -> (key, value start, value end, length with its CRLF); bounded.
+_LINES: dict[bytes, tuple[bytes, int, int, int]] = {}
 _LINES_LIMIT = 4096
 _LINE_CACHEABLE = 256
 
@@ -548,13 +571,13 @@ def parse_message(data: bytes) -> Request | Response:
         # The usual status line: "SIP/2.0 " three digits, a space, the reason.
         code = data[pos + 8 : pos + 11]
         if code.isdigit() and b"100" <= code <= b"699":
-            fields, header_end, body_start = _index_headers(data, newline + 1)
+            fields, header_end, body_start, index = _index_header_section(data, newline + 1)
             message = Response(data, fields, header_end, body_start, size, status=int(code),
-                               reason=data[pos + 12 : end].decode("utf-8", "surrogateescape"))
+                               reason=data[pos + 12 : end].decode("utf-8", "surrogateescape"), index=index)
             _check_headers(message, data)
             return message
     first, second, third = _parse_start_line(data[pos:end])
-    fields, header_end, body_start = _index_headers(data, newline + 1)
+    fields, header_end, body_start, index = _index_header_section(data, newline + 1)
 
     message: Request | Response
     if first.upper().startswith("SIP/"):
@@ -563,7 +586,8 @@ def parse_message(data: bytes) -> Request | Response:
             raise RemoteProtocolError(f"unsupported version {first!r}", status=505)
         if len(second) != 3 or not second.isascii() or not second.isdigit() or not "100" <= second <= "699":
             raise RemoteProtocolError(f"bad status code {second!r}")
-        message = Response(data, fields, header_end, body_start, size, status=int(second), reason=third)
+        message = Response(data, fields, header_end, body_start, size, status=int(second), reason=third,
+                           index=index)
         _check_headers(message, data)
         return message
 
@@ -573,7 +597,8 @@ def parse_message(data: bytes) -> Request | Response:
     uri_start = pos + (len(first) if first.isascii() else len(first.encode("utf-8", "surrogateescape"))) + 1
     uri_end = uri_start + (len(second) if second.isascii() else len(second.encode("utf-8", "surrogateescape")))
     request = Request(
-        data, fields, header_end, body_start, size, method=first, uri=second, uri_start=uri_start, uri_end=uri_end
+        data, fields, header_end, body_start, size, method=first, uri=second, uri_start=uri_start, uri_end=uri_end,
+        index=index,
     )
     try:
         if not third.upper().startswith("SIP/"):
@@ -609,7 +634,7 @@ def _check_headers(message: Message, data: bytes) -> None:
             if found is not None and len(found) > 1:
                 raise RemoteProtocolError(f"more than one {key.decode()} header")
     found = index.get(b"content-length")
-    length = message.field_text(found[0]) if found else None
+    length = _text(message, found[0]) if found else None
     if length is not None:
         if DIGITS_RE.fullmatch(length) is None:
             raise RemoteProtocolError(f"bad Content-Length {length!r}")
@@ -618,6 +643,13 @@ def _check_headers(message: Message, data: bytes) -> None:
             raise RemoteProtocolError("Content-Length larger than the body")
         message.body_end = body_end
     # Validated now, so a bad one is answered with 400.
-    message._call_id = _check_call_id(message.field_text(index[b"call-id"][0]))
-    message._cseq = parse_cseq(message.field_text(index[b"cseq"][0]))
+    message._call_id = _check_call_id(_text(message, index[b"call-id"][0]))
+    message._cseq = parse_cseq(_text(message, index[b"cseq"][0]))
+
+
+def _text(message: Message, item: Field) -> str:
+    """``message.field_text(item)``, the usual (unfolded) case inline."""
+    if item[5]:
+        return message.field_text(item)
+    return message.raw[item[2] : item[3]].decode("utf-8", "surrogateescape")
 
