@@ -8,10 +8,12 @@ deadline in :meth:`Core.next_deadline`. The shell applies effects in order.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import itertools
 import logging
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
@@ -84,6 +86,17 @@ class Core:
         self._server: dict[ServerKey, ServerTransaction] = {}
         self._server_keys: dict[ServerTransaction, tuple[ServerKey, bytes]] = {}
         self._raw: dict[bytes, ServerTransaction] = {}  # exact retransmissions, dropped unparsed
+        # Non-INVITE server transactions over UDP after their final response
+        # (Completed, RFC 3261 §17.2.2): all they still do is resend that
+        # response until Timer J, so only the response is kept, by key, and
+        # the keys in groups by deadline (Timer J is the same 64*T1 for all:
+        # first in, first out; a group spans at most 0.1 s and its members
+        # end together, up to 0.1 s after their own Timer J: harmless).
+        # Keyed by one string (branch, sent-by host and port, method): a
+        # tuple of four objects costs twice as much, for 32 s per request.
+        self._completed: dict[str, Send] = {}
+        self._completed_order: collections.deque[tuple[float, list[str]]] = collections.deque()
+        self._challenge_order: collections.deque[tuple[float, list[str]]] = collections.deque()  # 8*T1
         self._contexts: dict[ServerTransaction, CallContext] = {}
         self._calls: dict[tuple[str, str, int, str], CallContext] = {}  # loop detection
         self._call_keys: dict[CallContext, tuple[str, str, int, str]] = {}  # the way back
@@ -125,12 +138,20 @@ class Core:
                 break
             heapq.heappop(self._heap)
         earliest = self._heap[0][0] if self._heap else None
+        for order in (self._completed_order, self._challenge_order):
+            if order and (earliest is None or order[0][0] < earliest):
+                earliest = order[0][0]
         expiry = self._next_expiry()
         if expiry is not None and (earliest is None or expiry < earliest):
             earliest = expiry
         return earliest
 
     def handle_timer(self, now: float) -> None:
+        completed = self._completed
+        for order in (self._completed_order, self._challenge_order):
+            while order and order[0][0] <= now:
+                for key in order.popleft()[1]:
+                    completed.pop(key, None)  # Timer J: Terminated
         while self._heap and self._heap[0][0] <= now:
             deadline, _, obj = heapq.heappop(self._heap)
             if self._armed.get(obj) != deadline:
@@ -225,7 +246,9 @@ class Core:
                          transport: str, now: float) -> None:
         via = request.top_via
         method = request.method
-        key: ServerKey = (via.branch or "", via.host, via.port or 0, "INVITE" if method == "ACK" else method)
+        # Host and method interned: a key may outlive its request by 32 s (Timer J).
+        key: ServerKey = (via.branch or "", sys.intern(via.host), via.port or 0,
+                          "INVITE" if method == "ACK" else sys.intern(method))
         if method == "ACK":
             self._receive_ack(request, key, source, transport, now)
             return
@@ -233,6 +256,10 @@ class Core:
         if known is not None:
             self._emit(known.receive_request(now))
             self._schedule(known)
+            return
+        response = self._completed.get(_completed_key(key)) if self._completed else None
+        if response is not None:
+            self._effects.append(response)  # Completed: the request again gets the response again
             return
         transaction = ServerTransaction(request, source=source, transport=transport, now=now, timers=self.timers)
         self._server[key] = transaction
@@ -325,6 +352,21 @@ class Core:
             self._expiry_known = False
             result = self.registrar.handle(request, source=source, transport=transport, now=now)
             self._emit(result.effects)  # stored before the 200 OK leaves (DESIGN.md)
+            if result.status == 401:
+                # A challenge goes out statelessly (RFC 3261 §8.2.7): no
+                # transaction, so floods of unauthenticated requests leave no
+                # state for Timer J (§26.1.5). Its bytes are kept for 8*T1 only,
+                # so that the first retransmissions get the very same 401 (a
+                # UA without a transaction layer, such as SIPp, takes a fresh
+                # challenge for a new response); later ones get a fresh one.
+                host, port = transaction.destination
+                send = Send(data=result.response, host=host, port=port, transport=transport)
+                self._effects.append(send)
+                key = self._server_keys[transaction][0]
+                self._forget_server(transaction)
+                if transport != "tcp":
+                    self._remember(self._challenge_order, key, send, now + 8 * self.timers.t1)
+                return
             self._server_outputs(transaction, transaction.respond(result.response, result.status, now))
             return
         if to_us:
@@ -673,10 +715,34 @@ class Core:
         for output in outputs:
             if isinstance(output, Send):
                 self._effects.append(output)
+                if (not transaction.is_invite and transaction.state is ServerState.COMPLETED
+                        and transaction not in self._contexts):
+                    self._keep_response_only(transaction, output)
             elif isinstance(output, TimedOut):
                 self._log(logging.DEBUG, "no ACK for a final response (Timer H)")
             elif isinstance(output, Terminated):
                 self._forget_server(transaction)
+
+    def _keep_response_only(self, transaction: ServerTransaction, response: Send) -> None:
+        """Replace a Completed non-INVITE transaction by its response until
+        Timer J (over TCP it has already terminated: nothing to keep)."""
+        timer_j = transaction.deadline()
+        key, _ = self._server_keys.get(transaction, (None, b""))
+        if timer_j is None or key is None:
+            return
+        self._forget_server(transaction)
+        transaction.abandon()
+        self._remember(self._completed_order, key, response, timer_j)
+
+    def _remember(self, order: collections.deque[tuple[float, list[str]]], key: ServerKey, response: Send,
+                  deadline: float) -> None:
+        """Answer the request ``key`` again with ``response`` until ``deadline``."""
+        text = _completed_key(key)
+        self._completed[text] = response
+        if order and deadline <= order[-1][0] < deadline + 0.1:
+            order[-1][1].append(text)
+        else:
+            order.append((deadline + 0.1, [text]))
 
     def _forget_server(self, transaction: ServerTransaction) -> None:
         key, data = self._server_keys.pop(transaction, (None, b""))
@@ -694,6 +760,12 @@ class Core:
     def _local_time(self, now: float) -> datetime:
         return datetime.fromtimestamp(now, tz=timezone.utc).astimezone(self.zone)
 
+
+
+def _completed_key(key: ServerKey) -> str:
+    """A server transaction key as one string (RFC 3261 §17.2.3: branch, sent-by, method)."""
+    branch, host, port, method = key
+    return f"{branch} {host} {port} {method}"
 
 
 def _zone(name: str):  # type: ignore[no-untyped-def]

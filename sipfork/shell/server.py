@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from sipfork.config import Config, ConfigError, load_config
-from sipfork.core.effects import DropBinding, Log, SaveBinding, Send
+from sipfork.core.effects import DropBinding, Effect, Log, SaveBinding, Send
 from sipfork.core.ids import Ids
 from sipfork.core.proxy import Core
 from sipfork.shell.transports import TcpConnections, UdpProtocol
@@ -115,6 +115,7 @@ class Server:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
         self.stopped = asyncio.Event()
+        self.pending: list[Effect] = []  # effects waiting for the group commit at the end of this loop turn
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -156,6 +157,8 @@ class Server:
         self.stopped.set()
 
     async def close(self) -> None:
+        if self.pending:
+            self.commit()
         if self.timer is not None:
             self.timer.cancel()
         for protocol in (*self.udp.values(), *self.udp_own.values()):
@@ -222,16 +225,33 @@ class Server:
         self.flush()
 
     def flush(self) -> None:
-        for effect in self.core.effects():
+        """Carry out the core's effects in order. Effects that write to the
+        store wait, with everything after them, for the end of this turn of
+        the event loop, so that the bindings of every REGISTER read in this
+        turn are committed together (group commit: one sync of the disk)
+        before any of their 200 OKs leaves."""
+        effects = self.core.effects()
+        if self.pending or any(isinstance(effect, (SaveBinding, DropBinding)) for effect in effects):
+            if not self.pending:
+                asyncio.get_running_loop().call_soon(self.commit)
+            self.pending.extend(effects)
+        else:
+            self.carry_out(effects)
+        self.arm()
+
+    def commit(self) -> None:
+        effects, self.pending = self.pending, []
+        changes = [effect.binding if isinstance(effect, SaveBinding) else (effect.user, effect.contact)
+                   for effect in effects if isinstance(effect, (SaveBinding, DropBinding))]
+        self.store.write(changes)  # durable before any response below is sent
+        self.carry_out(effects)
+
+    def carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
             if isinstance(effect, Send):
                 self.send(effect)
-            elif isinstance(effect, SaveBinding):
-                self.store.save(effect.binding)
-            elif isinstance(effect, DropBinding):
-                self.store.drop(effect.user, effect.contact)
             elif isinstance(effect, Log):
                 log.log(effect.level, "%s", effect.message)
-        self.arm()
 
     def send(self, effect: Send) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 from collections.abc import Callable
 
 from sipfork.sip.errors import RemoteProtocolError
@@ -33,7 +34,7 @@ _KEEP_ALIVE_START = (b"", b"\r", b"\n")
 
 def peer(address: tuple) -> tuple[str, int]:  # type: ignore[type-arg]
     """(host, port) of a socket address; IPv6 scope and flow info dropped."""
-    return address[0], address[1]
+    return sys.intern(address[0]), address[1]  # interned: kept by bindings and Timer J responses
 
 
 class UdpProtocol(asyncio.DatagramProtocol):

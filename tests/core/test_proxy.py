@@ -494,3 +494,67 @@ def test_a_device_whose_own_ring_time_ends_with_the_rule_rings_on_into_the_next_
     assert to(CALLER[1], out) == []
     core.receive(reply(alice, 200, to_tag="a"), ("127.0.0.1", 6001), "udp", NOW + 5)
     assert [r.status for r in to(CALLER[1], sends(core))] == [200]  # type: ignore[union-attr]
+
+
+def _authorized_register(core: Core, port: int, now: float) -> bytes:
+    source = ("127.0.0.1", port)
+    core.receive(register("bob", port, branch="z9hG4bKa1", cseq=1), source, "udp", now)
+    challenge = to(port, sends(core))[0]
+    first = parse_challenge(challenge.header_lines("WWW-Authenticate")[0])
+    response = digest_response(algorithm="SHA-256", username="bob", realm=first.realm, password="bob-secret",
+                               method="REGISTER", uri="sip:pbx.local", nonce=first.nonce, cnonce="abc",
+                               nc="00000001", qop="auth")
+    authorization = (
+        f'Authorization: Digest username="bob", realm="{first.realm}", nonce="{first.nonce}", '
+        f'uri="sip:pbx.local", response="{response}", algorithm=SHA-256, cnonce="abc", nc=00000001, qop=auth\r\n'
+    )
+    return register("bob", port, branch="z9hG4bKa2", cseq=2, authorization=authorization)
+
+
+def test_a_challenge_keeps_no_transaction_and_only_its_bytes_for_8_t1() -> None:
+    core = make_core()
+    source = ("127.0.0.1", 6200)
+    data = register("bob", 6200, branch="z9hG4bKc1", cseq=1)
+    core.receive(data, source, "udp", NOW)
+    first = core.effects()
+    assert core._server == {} and core._server_keys == {}  # no transaction (RFC 3261 §8.2.7)
+    assert NOW + 4 <= core.next_deadline() <= NOW + 4.1  # 8*T1, not Timer J's 64*T1
+    core.receive(data, source, "udp", NOW + 0.5)  # a retransmission: the very same 401
+    assert [e for e in core.effects() if isinstance(e, Send)] == [e for e in first if isinstance(e, Send)]
+    core.handle_timer(core.next_deadline())
+    assert core.next_deadline() is None
+    core.receive(data, source, "udp", NOW + 5)  # later: answered as if new, with a fresh challenge
+    late = to(6200, sends(core))
+    assert [r.status for r in late] == [401]  # type: ignore[union-attr]
+    assert late[0].header("WWW-Authenticate") != parsed(first[-1]).header("WWW-Authenticate")
+
+
+def test_a_retransmitted_register_gets_the_same_200_until_timer_j() -> None:
+    core = make_core()
+    source = ("127.0.0.1", 6201)
+    data = _authorized_register(core, 6201, NOW)
+    core.receive(data, source, "udp", NOW + 1)
+    effects = core.effects()
+    ok = [e for e in effects if isinstance(e, Send)]
+    assert [type(e).__name__ for e in effects if not isinstance(e, Log)] == ["SaveBinding", "Send"]
+    core.handle_timer(NOW + 5)  # the challenge's bytes are gone (8*T1)
+    assert NOW + 1 + 32 <= core.next_deadline() <= NOW + 1 + 32.1  # Timer J, 64*T1
+    core.receive(data, source, "udp", NOW + 6)  # the 200 OK was lost
+    again = core.effects()
+    assert again == ok  # the same bytes again, nothing stored again
+    core.handle_timer(core.next_deadline())
+    assert core.next_deadline() == NOW + 1 + 3600  # only the binding's expiry is left
+    core.receive(data, source, "udp", NOW + 34)  # after Timer J: a new request (its nc was used: stale)
+    late = to(6201, sends(core))
+    assert [r.status for r in late] == [401]  # type: ignore[union-attr]
+    assert "stale=true" in late[0].header("WWW-Authenticate").lower()
+
+
+def test_a_register_over_tcp_keeps_nothing_after_its_200() -> None:
+    core = make_core()
+    source = ("127.0.0.1", 6202)
+    data = _authorized_register(core, 6202, NOW).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    core.receive(data, source, "tcp", NOW + 1)
+    assert [r.status for r in to(6202, sends(core))] == [200]  # type: ignore[union-attr]
+    assert core._server == {}
+    assert [key.split()[0] for key in core._completed] == ["z9hG4bKa1"]  # only the challenge (it went over UDP)

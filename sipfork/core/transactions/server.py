@@ -113,9 +113,16 @@ class ServerTransaction(Transaction):
             send = Send(data=data, host=host, port=port, transport=self.transport)
             self._last_response = send
             out.append(send)
+            if status >= 200 and not self.is_invite:
+                self.request = None  # type: ignore[assignment]  # Completed only resends the response
         if next_state is not self.state:
             self._enter(next_state, now, out)
         return out
+
+    def abandon(self) -> None:
+        """The TU took over what is left (resending the final response until
+        Timer J): no timer of this transaction fires any more."""
+        self._timers.clear()
 
     def receive_request(self, now: float) -> list[Send]:
         """The request came again: resend the last response, if any."""
@@ -177,6 +184,6 @@ class ServerTransaction(Transaction):
 
     def __repr__(self) -> str:
         return (
-            f"<ServerTransaction {self.request.method} {self.state.name}"
+            f"<ServerTransaction {'INVITE' if self.is_invite else 'non-INVITE'} {self.state.name}"
             f" {self.transport} {self.destination}>"
         )
