@@ -132,16 +132,22 @@ class Core:
         return effects
 
     def next_deadline(self) -> float | None:
-        while self._heap:
-            deadline, _, obj = self._heap[0]
-            if self._armed.get(obj) == deadline:
+        heap = self._heap
+        armed = self._armed
+        while heap:
+            deadline, _, obj = heap[0]
+            if armed.get(obj) == deadline:
                 break
-            heapq.heappop(self._heap)
-        earliest = self._heap[0][0] if self._heap else None
-        for order in (self._completed_order, self._challenge_order):
-            if order and (earliest is None or order[0][0] < earliest):
-                earliest = order[0][0]
-        expiry = self._next_expiry()
+            heapq.heappop(heap)
+        earliest = heap[0][0] if heap else None
+        # (Asked after every message: the two queues are looked at without a loop.)
+        order = self._completed_order
+        if order and (earliest is None or order[0][0] < earliest):
+            earliest = order[0][0]
+        order = self._challenge_order
+        if order and (earliest is None or order[0][0] < earliest):
+            earliest = order[0][0]
+        expiry = self._expiry if self._expiry_known else self._next_expiry()
         if expiry is not None and (earliest is None or expiry < earliest):
             earliest = expiry
         return earliest

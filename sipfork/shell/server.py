@@ -41,6 +41,25 @@ def settle_memory() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 100)
 
 
+# What the benchmark showed at 800 calls/s with 20 s steps: every young
+# collection (50k objects) paused the loop ~25 ms, a middle one 440 ms and a
+# full one a second, enough for the callers to retransmit; and none of them
+# ever found garbage (the message paths make no reference cycles: reference
+# counting frees everything). So what survives a few thousand allocations is
+# frozen out of the collector's sight as well (gc.freeze is O(1)); frozen
+# objects are still freed by reference counting. A full collection of
+# everything (a reference cycle somewhere would otherwise stay) runs every
+# SWEEP_EVERY seconds, when the proxy has been idle for SWEEP_IDLE seconds.
+FREEZE_EVERY = 10_000  # young objects (net allocations) before they are frozen
+SWEEP_EVERY = 600.0
+SWEEP_IDLE = 1.0
+
+
+def keep_collections_small() -> None:
+    if gc.get_count()[0] >= FREEZE_EVERY:
+        gc.freeze()
+
+
 class RandomBytes:
     """``os.urandom`` drawn 4 KB at a time: a call forks to several branches,
     each with a fresh branch id and tag, and one system call per id showed in
@@ -116,6 +135,8 @@ class Server:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
         self.stopped = asyncio.Event()
+        self.last_message = 0.0  # when the last message came (see sweep)
+        self.sweeper: asyncio.TimerHandle | None = None
         self.pending: list[Effect] = []  # effects waiting for the group commit at the end of this loop turn
 
     def now(self) -> float:
@@ -147,6 +168,7 @@ class Server:
                          via_ports=tuple(via_ports))
         self.bindings = []
         settle_memory()
+        self.sweeper = loop.call_later(SWEEP_EVERY, self.sweep)
         for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
             loop.add_signal_handler(signum, handler)
         if not self.shared:  # with workers, the supervisor owns the pid file
@@ -162,6 +184,8 @@ class Server:
             self.commit()
         if self.timer is not None:
             self.timer.cancel()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         for protocol in (*self.udp.values(), *self.udp_own.values()):
             if protocol.transport is not None:
                 protocol.transport.close()
@@ -208,13 +232,26 @@ class Server:
         self.version = changes.version
 
     def deliver(self, data: bytes, source: tuple[str, int], transport: str) -> None:
+        self.last_message = now = self.now()
         try:
             if self.shared and not data.startswith(b"SIP/"):
                 self.sync()  # a REGISTER at another worker counts at once
-            self.core.receive(data, source, transport, self.now())
+            self.core.receive(data, source, transport, now)
         except Exception:  # noqa: BLE001 — nothing may end the receive loop
             log.exception("internal error handling a message from %s:%d; message dropped", *source)
         self.flush()
+        keep_collections_small()
+
+    def sweep(self) -> None:
+        """A full collection, frozen objects included, once the proxy is idle."""
+        loop = asyncio.get_running_loop()
+        if self.now() - self.last_message < SWEEP_IDLE:
+            self.sweeper = loop.call_later(SWEEP_IDLE, self.sweep)
+            return
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.sweeper = loop.call_later(SWEEP_EVERY, self.sweep)
 
     def on_timer(self) -> None:
         self.timer = None
