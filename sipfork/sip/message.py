@@ -634,8 +634,9 @@ def _check_headers(message: Message, data: bytes) -> None:
             if found is not None and len(found) > 1:
                 raise RemoteProtocolError(f"more than one {key.decode()} header")
     found = index.get(b"content-length")
-    length = _text(message, found[0]) if found else None
-    if length is not None:
+    if found is not None:
+        item = found[0]
+        length = message.field_text(item) if item[5] else data[item[2] : item[3]].decode("utf-8", "surrogateescape")
         if DIGITS_RE.fullmatch(length) is None:
             raise RemoteProtocolError(f"bad Content-Length {length!r}")
         body_end = message.body_start + int(length)
@@ -643,13 +644,13 @@ def _check_headers(message: Message, data: bytes) -> None:
             raise RemoteProtocolError("Content-Length larger than the body")
         message.body_end = body_end
     # Validated now, so a bad one is answered with 400.
-    message._call_id = _check_call_id(_text(message, index[b"call-id"][0]))
-    message._cseq = parse_cseq(_text(message, index[b"cseq"][0]))
-
-
-def _text(message: Message, item: Field) -> str:
-    """``message.field_text(item)``, the usual (unfolded) case inline."""
-    if item[5]:
-        return message.field_text(item)
-    return message.raw[item[2] : item[3]].decode("utf-8", "surrogateescape")
+    item = index[b"call-id"][0]
+    text = message.field_text(item) if item[5] else data[item[2] : item[3]].decode("utf-8", "surrogateescape")
+    if not text or " " in text or "\t" in text or "\r" in text or "\n" in text:
+        raise RemoteProtocolError(f"bad Call-ID {text!r}")  # as _check_call_id says
+    message._call_id = text
+    item = index[b"cseq"][0]
+    message._cseq = parse_cseq(
+        message.field_text(item) if item[5] else data[item[2] : item[3]].decode("utf-8", "surrogateescape")
+    )
 
