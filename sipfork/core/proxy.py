@@ -21,7 +21,7 @@ from sipfork.bindings import Binding
 from sipfork.config import Config
 from sipfork.core.auth import Authenticator
 from sipfork.core.context import BranchState, CallContext
-from sipfork.core.effects import DropBinding, Effect, Log, SaveBinding, Send
+from sipfork.core.effects import Effect, Log, Send
 from sipfork.core.gateway_auth import answer_challenge
 from sipfork.core.ids import MAGIC_COOKIE, Ids
 from sipfork.core.interfaces import Interfaces, hop_for_uri
