@@ -4,8 +4,8 @@ RFC 3261 §16.7 (response processing), §16.10 (CANCEL), §9.1; RFC 3326
 (Reason); CONFIG.md Semantics 2-5 (rules, stages, falling through).
 
 One context serves the caller's server transaction across every rule and
-stage of the plan. It decides; the :class:`Forwarder` (the core) owns the
-transactions and the wire.
+stage of the plan. It decides; the :class:`Forwarder` (the core's
+:class:`sipfork.core.forwarder.Forwarder`) owns the transactions and the wire.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class BranchState:
 
 
 class Forwarder(Protocol):
-    """What a context needs from the core."""
+    """What a context needs from the core (:class:`sipfork.core.forwarder.Forwarder`)."""
 
     def fork(self, context: CallContext, spec: Branch, rule_index: int, now: float) -> BranchState: ...
 

@@ -4,12 +4,15 @@ Bytes, the time and the configuration go in (:meth:`Core.receive`,
 :meth:`Core.handle_timer`, :meth:`Core.reload`); bytes to send, bindings to
 store and log records come out (:meth:`Core.effects`), with the earliest
 deadline in :meth:`Core.next_deadline`. The shell applies effects in order.
+
+The core takes requests in (server transactions, the registrar, routing to
+a plan); what goes out to the branches and comes back from them (client
+transactions, CANCEL, answers upstream) is :mod:`sipfork.core.forwarder`.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import heapq
 import itertools
 import logging
@@ -20,29 +23,19 @@ from datetime import datetime, timezone
 from sipfork.bindings import Binding
 from sipfork.config import Config
 from sipfork.core.auth import Authenticator
-from sipfork.core.context import BranchState, CallContext
-from sipfork.core.effects import Effect, Log, Send
-from sipfork.core.gateway_auth import answer_challenge
-from sipfork.core.ids import MAGIC_COOKIE, Ids
+from sipfork.core.context import CallContext
+from sipfork.core.effects import Effect, Log, Send, trying_after_requests
+from sipfork.core.forwarder import ClientEntry, Forwarder
+from sipfork.core.ids import Ids
 from sipfork.core.interfaces import Interfaces, hop_for_uri
 from sipfork.core.location import Location
 from sipfork.core.registrar import Registrar
-from sipfork.core.transactions import (
-    ClientTransaction,
-    Deliver,
-    ServerState,
-    ServerTransaction,
-    Terminated,
-    TimedOut,
-    Timers,
-)
-from sipfork.core.upstream import Upstream
+from sipfork.core.transactions import ServerState, ServerTransaction, Terminated, TimedOut, Timers
+from sipfork.core.upstream import Upstream, via_marks
 from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
 from sipfork.routing.planner import plan_call
-from sipfork.sip.builder import build_cancel, build_response
-from sipfork.sip.edits import ForwardTemplate, forward_request, forward_response
+from sipfork.sip.builder import build_response
 from sipfork.sip.errors import RemoteProtocolError
-from sipfork.sip.headers import Via
 from sipfork.sip.message import InvalidRequest, Request, Response, parse_message
 from sipfork.sip.uri import SipUri, TelUri
 
@@ -50,21 +43,6 @@ DEFAULT_MAX_FORWARDS = 70
 DEFAULT_MAX_BREADTH = 60  # RFC 5393 §5
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, REFER, MESSAGE, NOTIFY, SUBSCRIBE"
 ServerKey = tuple[str, str, int, str]
-ClientKey = tuple[str, str]
-
-
-class _ClientEntry:
-    """A client transaction with the branch it serves (None for a CANCEL)."""
-
-    __slots__ = ("key", "transaction", "context", "branch", "deadline")
-
-    def __init__(self, key: ClientKey, transaction: ClientTransaction, context: CallContext | None,
-                 branch: BranchState | None) -> None:
-        self.key = key
-        self.transaction = transaction
-        self.context = context
-        self.branch = branch
-        self.deadline = transaction.deadline  # what the timer heap asks (one call, not two)
 
 
 class Core:
@@ -100,16 +78,21 @@ class Core:
         self._contexts: dict[ServerTransaction, CallContext] = {}
         self._calls: dict[tuple[str, str, int, str], CallContext] = {}  # loop detection
         self._call_keys: dict[CallContext, tuple[str, str, int, str]] = {}  # the way back
-        self._template: tuple[tuple[object, ...], ForwardTemplate] | None = None
-        self._client: dict[ClientKey, _ClientEntry] = {}
-        # (Call-ID, caller's From tag) -> how much higher the callee's leg
-        # counts CSeq, for dialogs whose gateway leg answered a challenge.
-        self._cseq_shifts: dict[tuple[str, str], int] = {}
         self._heap: list[tuple[float, int, object]] = []
         self._armed: dict[object, float] = {}
         self._expiry: float | None = None  # see _next_expiry
         self._expiry_known = False
         self._sequence = itertools.count()
+        # The branches' side: it shares this core's effects list and timer
+        # heap, so it is called directly, not through the core.
+        self.forwarder = Forwarder(config, self.interfaces, ids=ids, timers=self.timers, effects=self._effects,
+                                   schedule=self._schedule, unschedule=self._unschedule,
+                                   server_outputs=self._server_outputs)
+        # Its tables and its response entry point, bound once: the
+        # per-message path reaches them without a lookup through it.
+        self._client = self.forwarder.transactions
+        self._cseq_shifts = self.forwarder.cseq_shifts
+        self._receive_response = self.forwarder.receive_response
 
     def _apply_config(self, config: Config) -> None:
         self.config = config
@@ -121,6 +104,7 @@ class Core:
         """Use a new configuration for new requests; calls in progress keep
         the plan they started with."""
         self._apply_config(config)
+        self.forwarder.reload(config, self.interfaces)
         self.authenticator.reload(config)
         self.registrar.reload(config)
         self._log(logging.INFO, "configuration reloaded")
@@ -128,7 +112,10 @@ class Core:
     # -- the shell's side ------------------------------------------------
 
     def effects(self) -> list[Effect]:
-        effects, self._effects = self._effects, []
+        # The list stays the same object (the forwarder appends to it too):
+        # a copy goes out, the list is emptied.
+        effects = self._effects.copy()
+        self._effects.clear()
         return effects
 
     def next_deadline(self) -> float | None:
@@ -165,8 +152,8 @@ class Core:
             del self._armed[obj]
             if isinstance(obj, CallContext):
                 obj.handle_timer(now)
-            elif isinstance(obj, _ClientEntry):
-                self._client_outputs(obj, obj.transaction.handle_timer(now), now)
+            elif isinstance(obj, ClientEntry):
+                self.forwarder.handle_timer(obj, now)
             elif isinstance(obj, ServerTransaction):
                 self._server_outputs(obj, obj.handle_timer(now))
             self._schedule(obj)
@@ -246,6 +233,9 @@ class Core:
             self._armed[obj] = deadline
             heapq.heappush(self._heap, (deadline, next(self._sequence), obj))
 
+    def _unschedule(self, obj: object) -> None:
+        self._armed.pop(obj, None)
+
     # -- requests ----------------------------------------------------------
 
     def _receive_request(self, request: Request, data: bytes, source: tuple[str, int],
@@ -276,40 +266,15 @@ class Core:
         elif method == "INVITE":
             start = len(self._effects)
             self._new_request(request, transaction, source, transport, now)
-            self._trying_after_forks(start)
+            trying_after_requests(self._effects, start)
         else:
             self._new_request(request, transaction, source, transport, now)
         self._schedule(transaction)
 
-    def _trying_after_forks(self, start: int) -> None:
-        """Send an INVITE's 100 Trying (``effects[start]``) after the requests
-        forked for it, just before the first response that follows, if any.
-
-        The 100 only stops the caller's retransmissions (RFC 3261 §16.2,
-        §17.1.1.2: the first one 500 ms later); the phones that are to ring
-        get their INVITE a send earlier. The transaction sent it first, so
-        nothing else changes."""
-        effects = self._effects
-        if len(effects) <= start:
-            return
-        trying = effects[start]
-        if not (isinstance(trying, Send) and trying.data.startswith(b"SIP/2.0 100 ")):
-            return
-        for index in range(start + 1, len(effects)):
-            effect = effects[index]
-            if isinstance(effect, Send) and effect.data.startswith(b"SIP/"):
-                if index > start + 1:
-                    del effects[start]
-                    effects.insert(index - 1, trying)
-                return
-        if len(effects) > start + 1:
-            del effects[start]
-            effects.append(trying)
-
     def _respond(self, transaction: ServerTransaction, request: Request, status: int, now: float, *,
                  reason: str | None = None, headers: Iterable[tuple[str, str]] = (), to_tag: str | None = None) -> None:
         source = transaction.source
-        received, rport = _via_marks(request.top_via, source)
+        received, rport = via_marks(request.top_via, source)
         data = build_response(request, status, reason, to_tag=to_tag or self.ids.tag(), received=received,
                               rport=rport, headers=tuple(headers))
         self._server_outputs(transaction, transaction.respond(data, status, now))
@@ -318,7 +283,7 @@ class Core:
     def _reply_stateless(self, request: Request, status: int, source: tuple[str, int], transport: str,
                          reason: str | None = None) -> None:
         try:
-            received, rport = _via_marks(request.top_via, source)
+            received, rport = via_marks(request.top_via, source)
             data = build_response(request, status, reason, to_tag=self.ids.tag(), received=received, rport=rport)
         except RemoteProtocolError:
             return  # not even a Via to answer to: dropped, and logged by the caller
@@ -441,7 +406,7 @@ class Core:
             return
         plan = outcome
         if request.method != "INVITE":
-            plan = _first_rule_only(plan)
+            plan = plan.first_rule_only()
         breadth = request.header("Max-Breadth")
         incoming_breadth = int(breadth) if breadth and breadth.strip().isdigit() else DEFAULT_MAX_BREADTH
         width = max((len(rule.branches) for rule in plan.rules), default=1) or 1
@@ -489,12 +454,12 @@ class Core:
                        source: tuple[str, int], transport: str, now: float, *, pop_routes: int, max_forwards: int,
                        record_route: bool, max_breadth: int | None, drop_headers: tuple[str, ...],
                        call_key: tuple[str, str, int, str] | None, caller: str, cseq_shift: int = 0) -> None:
-        received, rport = _via_marks(request.top_via, source)
+        received, rport = via_marks(request.top_via, source)
         upstream = Upstream(transaction=transaction, source=source, transport=transport, to_tag=self.ids.tag(),
                             max_forwards=max_forwards, pop_routes=pop_routes, record_route=record_route,
                             received=received, rport=rport, max_breadth=max_breadth, drop_headers=drop_headers,
                             caller=caller, cseq_shift=cseq_shift)
-        context = CallContext(request=request, plan=plan, forwarder=self, upstream=upstream, started=now,
+        context = CallContext(request=request, plan=plan, forwarder=self.forwarder, upstream=upstream, started=now,
                               is_invite=request.method == "INVITE")
         self._contexts[transaction] = context
         if call_key is not None:
@@ -510,24 +475,18 @@ class Core:
             self._server_outputs(transaction, transaction.receive_ack(now))
             self._schedule(transaction)
             return
-        # The ACK for a 2xx is a request of its own, end to end (§13.2.2.4):
-        # forwarded statelessly along the route set.
+        # The ACK for a 2xx is a request of its own: forwarded statelessly
+        # along the route set.
         pop_routes = self._own_routes(request)
         hop = self._next_hop(request, pop_routes)
         max_forwards = request.max_forwards
         if hop is None or (max_forwards is not None and max_forwards <= 0):
             return
-        # A stateless branch is a function of the request (§16.11), so a
-        # retransmitted ACK leaves with the same branch.
-        branch = MAGIC_COOKIE + hashlib.sha1(request.top_via.branch.encode() if request.top_via.branch
-                                             else request.call_id.encode()).hexdigest()[:16]
-        received, rport = _via_marks(request.top_via, source)
-        shift = self._cseq_shifts.get((request.call_id, request.from_tag or ""), 0)
-        data = forward_request(request, via=self.interfaces.via(hop.transport, hop.host, branch),
-                               max_forwards=(max_forwards if max_forwards is not None else DEFAULT_MAX_FORWARDS) - 1,
-                               received=received, rport=rport, pop_routes=pop_routes,
-                               cseq=request.cseq.number + shift if shift else None)
-        self._effects.append(Send(data=data, host=hop.host, port=hop.port, transport=hop.transport))
+        if max_forwards is None:
+            max_forwards = DEFAULT_MAX_FORWARDS
+        received, rport = via_marks(request.top_via, source)
+        self.forwarder.forward_ack(request, hop, max_forwards=max_forwards - 1, received=received, rport=rport,
+                                   pop_routes=pop_routes)
 
     def _receive_cancel(self, request: Request, transaction: ServerTransaction, key: ServerKey, now: float) -> None:
         invite = self._server.get((key[0], key[1], key[2], "INVITE"))
@@ -538,184 +497,6 @@ class Core:
         self._respond(transaction, request, 200, now, to_tag=context.upstream.to_tag)
         context.cancel_by_caller(request.header("Reason"), now)
         self._schedule(context)
-
-    # -- branches (the Forwarder protocol) -----------------------------
-
-    def fork(self, context: CallContext, spec: Branch, rule_index: int, now: float) -> BranchState:
-        return self._send_branch(context, spec, rule_index, now, cseq_shift=context.upstream.cseq_shift)
-
-    def authenticate(self, context: CallContext, branch: BranchState, response: Response,
-                     now: float) -> BranchState | None:
-        """Answer a gateway's 401/407 with its credentials (RFC 3261 §22.2):
-        the same INVITE on a new branch, its CSeq one higher."""
-        gateway = self.config.gateway(branch.spec.gateway or "")
-        if gateway is None or gateway.username is None or gateway.password is None:
-            return None
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        credentials = answer_challenge(response.header_lines(header), username=gateway.username,
-                                       password=gateway.password, method=context.request.method,
-                                       uri=branch.spec.request_uri, cnonce=self.ids.token(8))
-        if credentials is None:
-            self._log(logging.WARNING, f"gateway {gateway.name} challenged with no digest algorithm we know")
-            return None
-        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        retry = self._send_branch(context, branch.spec, branch.rule_index, now, credentials=(name, credentials),
-                                  cseq_shift=branch.cseq_shift + 1)
-        retry.authenticated = True
-        return retry
-
-    def _send_branch(self, context: CallContext, spec: Branch, rule_index: int, now: float, *,
-                     credentials: tuple[str, str] | None = None, cseq_shift: int = 0) -> BranchState:
-        upstream = context.upstream
-        request = context.request
-        branch_id = self.ids.branch()
-        hop = spec.hop
-        record_route = self.interfaces.record_route_values(upstream.transport, upstream.source[0], hop.transport,
-                                                           hop.host) if upstream.record_route else ()
-        headers = spec.headers
-        drop = upstream.drop_headers
-        if upstream.max_breadth is not None:
-            headers = (*headers, ("Max-Breadth", str(upstream.max_breadth)))
-            drop = (*drop, "Max-Breadth")
-        if credentials is not None:
-            headers = (*headers, credentials)
-        # Every branch of a fork usually shares all edits but the Via and the
-        # Request-URI: work them out once (the template of the last fork is kept).
-        template_key = (request, record_route, headers, drop, cseq_shift)
-        if self._template is not None and self._template[0] == template_key:
-            template = self._template[1]
-        else:
-            template = ForwardTemplate(request, max_forwards=upstream.max_forwards, received=upstream.received,
-                                       rport=upstream.rport, pop_routes=upstream.pop_routes,
-                                       record_route=record_route, add_headers=headers, drop_headers=drop,
-                                       cseq=request.cseq.number + cseq_shift if cseq_shift else None)
-            self._template = (template_key, template)
-        via = self.interfaces.via(spec.hop.transport, spec.hop.host, branch_id)
-        data = template.build(via=via, request_uri=spec.request_uri)
-        lines = template.invite_lines(via=via, request_uri=spec.request_uri) if request.method == "INVITE" else None
-        transaction = ClientTransaction(data, method=request.method, hop=spec.hop, now=now, timers=self.timers,
-                                        lines=lines)
-        state = BranchState(id=branch_id, spec=spec, rule_index=rule_index, cseq_shift=cseq_shift)
-        entry = _ClientEntry((branch_id, request.method), transaction, context, state)
-        self._client[entry.key] = entry
-        self._emit(transaction.start())
-        self._schedule(entry)
-        return state
-
-    def cancel(self, context: CallContext, branch: BranchState, reason: str | None, now: float) -> None:
-        entry = self._client.get((branch.id, context.request.method))
-        if entry is None:
-            return
-        data = build_cancel(entry.transaction.invite_lines, headers=(("Reason", reason),) if reason else ())
-        self._client_outputs(entry, entry.transaction.cancelled(now), now)
-        self._schedule(entry)
-        transaction = ClientTransaction(data, method="CANCEL", hop=entry.transaction.hop, now=now,
-                                        timers=self.timers)
-        cancel = _ClientEntry((branch.id, "CANCEL"), transaction, None, None)
-        self._client[cancel.key] = cancel
-        self._emit(transaction.start())
-        self._schedule(cancel)
-
-    def respond(self, context: CallContext, status: int, now: float, *, response: Response | None = None,
-                headers: tuple[tuple[str, str], ...] = ()) -> None:
-        upstream = context.upstream
-        if response is not None:
-            self._send_upstream(context, forward_response(response), status, now)
-            return
-        received, rport = upstream.received, upstream.rport
-        data = build_response(context.request, status, to_tag=upstream.to_tag, received=received, rport=rport,
-                              headers=headers)
-        self._send_upstream(context, data, status, now)
-
-    def _send_upstream(self, context: CallContext, data: bytes, status: int, now: float) -> None:
-        transaction = context.upstream.transaction
-        if transaction.state in (ServerState.TRYING, ServerState.PROCEEDING) or (
-            transaction.state is ServerState.ACCEPTED and 200 <= status < 300
-        ):
-            self._server_outputs(transaction, transaction.respond(data, status, now))
-            self._schedule(transaction)
-            return
-        if 200 <= status < 300 and context.is_invite:
-            # A 2xx after the caller's transaction ended (it cancelled, or
-            # took another answer): still forwarded (RFC 3261 §16.7 step 5),
-            # since each makes a dialog. A non-INVITE has one final answer.
-            source = context.upstream.source
-            self._effects.append(Send(data=data, host=source[0], port=source[1], transport=context.upstream.transport))
-
-    def log_call(self, context: CallContext, outcome: str, now: float) -> None:
-        request = context.request
-        if request.method != "INVITE" or context.plan.target == request.uri:
-            return
-        branches = len(context.branches)
-        self._log(logging.INFO, f"call {context.upstream.caller} → {context.plan.target}: {outcome}; "
-                                f"{branches} branch{'es' if branches != 1 else ''}; {now - context.started:.1f}s")
-
-    # -- responses ---------------------------------------------------------
-
-    def _receive_response(self, response: Response, now: float) -> None:
-        via = response.top_via
-        entry = self._client.get((via.branch or "", response.cseq.method))
-        if entry is None:
-            self._forward_stray(response)
-            return
-        self._client_outputs(entry, entry.transaction.receive_response(response, now), now)
-        self._schedule(entry)
-
-    def _forward_stray(self, response: Response) -> None:
-        """A 2xx retransmission after its transaction is gone goes on along
-        the Via path (RFC 3261 §16.7, RFC 6026); anything else is dropped."""
-        vias = response.vias
-        if not (200 <= response.status < 300 and response.cseq.method == "INVITE" and len(vias) > 1):
-            return
-        if not self.interfaces.is_own_address(vias[0].host, vias[0].port):
-            return
-        upstream_via = vias[1]
-        host, port = upstream_via.response_address()
-        self._effects.append(Send(data=forward_response(response), host=host, port=port,
-                                  transport=upstream_via.transport.lower()))
-
-    def _client_outputs(self, entry: _ClientEntry, outputs: Iterable[object], now: float) -> None:
-        context, branch = entry.context, entry.branch
-        for output in outputs:
-            if isinstance(output, Send):
-                self._effects.append(output)
-            elif context is None or branch is None:
-                if isinstance(output, Terminated):
-                    self._forget_client(entry)
-            elif isinstance(output, Deliver):
-                self._deliver(context, branch, output.response, now)
-            elif isinstance(output, TimedOut):
-                context.branch_timed_out(branch, now)
-                self._schedule(context)
-            elif isinstance(output, Terminated):
-                self._forget_client(entry)
-
-    def _forget_client(self, entry: _ClientEntry) -> None:
-        if self._client.get(entry.key) is entry:
-            del self._client[entry.key]
-        self._armed.pop(entry, None)
-        if entry.branch is not None:
-            entry.branch.live = False
-
-    def _deliver(self, context: CallContext, branch: BranchState, response: Response, now: float) -> None:
-        # A branch that counts CSeq differently gets the caller's number back.
-        cseq = context.request.cseq.number if branch.cseq_shift else None
-        if response.status < 200:
-            if context.receive_provisional(branch, response, now):
-                self._send_upstream(context, forward_response(response, cseq=cseq), response.status, now)
-        else:
-            context.receive_final(branch, response, now)
-        self._schedule(context)
-
-    def forward_answer(self, context: CallContext, branch: BranchState, response: Response, now: float) -> None:
-        """A 2xx goes upstream as it is (with the caller's CSeq number)."""
-        cseq = None
-        if branch.cseq_shift:
-            cseq = context.request.cseq.number
-            if context.request.method == "INVITE":
-                # The dialog's later requests from the caller count the same way.
-                self._cseq_shifts[(context.request.call_id, context.request.from_tag or "")] = branch.cseq_shift
-        self._send_upstream(context, forward_response(response, cseq=cseq), response.status, now)
 
     def _server_outputs(self, transaction: ServerTransaction, outputs: list[object]) -> None:
         for output in outputs:
@@ -756,7 +537,7 @@ class Core:
             del self._server[key]
         if self._raw.get(data) is transaction:
             del self._raw[data]
-        self._armed.pop(transaction, None)
+        self._unschedule(transaction)
         context = self._contexts.pop(transaction, None)
         if context is not None:
             call_key = self._call_keys.pop(context, None)
@@ -765,7 +546,6 @@ class Core:
 
     def _local_time(self, now: float) -> datetime:
         return datetime.fromtimestamp(now, tz=timezone.utc).astimezone(self.zone)
-
 
 
 def _completed_key(key: ServerKey) -> str:
@@ -780,16 +560,6 @@ def _zone(name: str):  # type: ignore[no-untyped-def]
     return ZoneInfo(name)
 
 
-def _via_marks(via: Via, source: tuple[str, int]) -> tuple[str | None, int | None]:
-    """RFC 3581 / RFC 3261 §18.2.1: received when the Via's host is not the
-    source address, rport when the client asked for it."""
-    received = source[0] if via.host != source[0] else None
-    rport = source[1] if via.has_rport else None
-    if rport is not None and received is None:
-        received = source[0]
-    return received, rport
-
-
 def _caller(request: Request) -> str | None:
     """The caller's number or user for filters; None when anonymous."""
     if any(value.strip().lower() in ("id", "user") for value in request.header_values("Privacy")):
@@ -801,9 +571,3 @@ def _caller(request: Request) -> str | None:
         return None
     return uri.user
 
-
-def _first_rule_only(plan: Plan) -> Plan:
-    """Non-INVITE requests (MESSAGE, SUBSCRIBE …) go to the first rule's
-    devices only: they do not ring, so they do not fall through."""
-    rules = plan.rules[:1]
-    return Plan(target=plan.target, rules=rules, otherwise=Otherwise(), notes=plan.notes)

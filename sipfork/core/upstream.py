@@ -5,6 +5,7 @@ from __future__ import annotations
 from attrs import define
 
 from sipfork.core.transactions import ServerTransaction
+from sipfork.sip.headers import Via
 
 
 @define(slots=True, kw_only=True, eq=False)
@@ -24,3 +25,13 @@ class Upstream:
     drop_headers: tuple[str, ...] = ()  # credentials for our realm, consumed here
     caller: str = ""  # for the call log line
     cseq_shift: int = 0  # in a dialog whose gateway leg answered a challenge
+
+
+def via_marks(via: Via, source: tuple[str, int]) -> tuple[str | None, int | None]:
+    """RFC 3581 / RFC 3261 §18.2.1: received when the Via's host is not the
+    source address, rport when the client asked for it."""
+    received = source[0] if via.host != source[0] else None
+    rport = source[1] if via.has_rport else None
+    if rport is not None and received is None:
+        received = source[0]
+    return received, rport

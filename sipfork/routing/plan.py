@@ -86,6 +86,11 @@ class Plan:
     otherwise: Otherwise
     notes: tuple[str, ...] = ()  # why rules did not apply, for explain
 
+    def first_rule_only(self) -> Plan:
+        """Non-INVITE requests (MESSAGE, SUBSCRIBE …) go to the first rule's
+        devices only: they do not ring, so they do not fall through."""
+        return Plan(target=self.target, rules=self.rules[:1], otherwise=Otherwise(), notes=self.notes)
+
 
 @frozen(kw_only=True)
 class Refusal:
