@@ -5,13 +5,13 @@ datagram the proxy receives or sends, whatever source port its workers use)
 into a classic pcap file; a small pure-Python reader gets the datagrams back
 and the matching below pairs them by Call-ID and Via branch:
 
-- INVITE in: the caller's INVITE (its top Via branch b).
+- INVITE in: a caller's INVITE (its top Via branch b).
 - forked INVITE out: an INVITE to a contact whose second Via has branch b;
   each contact's first copy counts (retransmissions ignored).
 - 200 in: a contact's first 200 to the INVITE (CSeq method INVITE).
 - CANCEL out: a CANCEL to a contact whose Via branch is the branch of a
   forked INVITE of that call.
-- 200 relayed: the first 200 to the INVITE that reaches the caller.
+- 200 relayed: the first 200 to the INVITE that reaches a caller.
 
 Loopback timestamps are taken as the sender hands the datagram to the kernel,
 so "in" is when SIPp sent it and "out" when the proxy sent it: the latency
@@ -26,7 +26,7 @@ import signal
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,9 +113,18 @@ class Datagram:
 
 
 def read_pcap(path: Path) -> Iterator[Datagram]:
-    """IPv4/UDP datagrams of a classic pcap file (Ethernet, Linux cooked, raw IP or BSD loopback)."""
-    with path.open("rb") as f:
-        data = f.read()
+    """IPv4/UDP datagrams of a classic pcap file (see parse_pcap)."""
+    try:
+        yield from parse_pcap(path.read_bytes())
+    except CaptureError as e:
+        raise CaptureError(f"{path}: {e}") from None
+
+
+def parse_pcap(data: bytes) -> Iterator[Datagram]:
+    """IPv4/UDP datagrams of a classic pcap file's bytes (Ethernet, Linux
+    cooked, raw IP or BSD loopback). Frames that are not IPv4/UDP, IP
+    fragments and frames cut short are skipped; a last record cut short
+    (dumpcap stopped while writing) ends the file."""
     if len(data) < 24:
         return
     magic = data[:4]
@@ -124,7 +133,7 @@ def read_pcap(path: Path) -> Iterator[Datagram]:
     elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
         endian = ">"
     else:
-        raise CaptureError(f"{path}: not a classic pcap file (pcapng? use dumpcap -P)")
+        raise CaptureError("not a classic pcap file (pcapng? use dumpcap -P)")
     nanos = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
     linktype = struct.unpack(endian + "I", data[20:24])[0] & 0x0FFFFFFF
     record = struct.Struct(endian + "IIII")
@@ -132,6 +141,8 @@ def read_pcap(path: Path) -> Iterator[Datagram]:
     while pos + 16 <= len(data):
         sec, frac, incl, _orig = record.unpack_from(data, pos)
         pos += 16
+        if pos + incl > len(data):
+            break
         frame = data[pos : pos + incl]
         pos += incl
         ip = _ip_payload(frame, linktype, endian)
@@ -142,10 +153,14 @@ def read_pcap(path: Path) -> Iterator[Datagram]:
         if flags_frag & 0x3FFF:  # fragments: SIP over loopback never needs them
             continue
         total = struct.unpack("!H", ip[2:4])[0]
+        if ihl < 20 or total > len(ip):
+            continue
         udp = ip[ihl:total]
         if len(udp) < 8:
             continue
         sport, dport, ulen = struct.unpack("!HHH", udp[:6])
+        if not 8 <= ulen <= len(udp):
+            continue
         src = ".".join(str(b) for b in ip[12:16])
         dst = ".".join(str(b) for b in ip[16:20])
         yield Datagram(
@@ -171,6 +186,8 @@ def _ip_payload(frame: bytes, linktype: int, endian: str) -> bytes | None:
     if linktype == 276:  # Linux cooked v2
         return frame[20:] if frame[0:2] == b"\x08\x00" else None
     if linktype in (0, 108):  # BSD loopback
+        if len(frame) < 4:
+            return None
         family = struct.unpack(endian + "I" if linktype == 0 else "!I", frame[:4])[0]
         return frame[4:] if family == 2 else None
     if linktype in (101, 228, 12):  # raw IP
@@ -258,15 +275,17 @@ METRICS = {
 
 
 def match_calls(
-    datagrams: Iterator[Datagram], caller: tuple[str, int], contacts: set[tuple[str, int]]
+    datagrams: Iterable[Datagram], callers: set[tuple[str, int]], contacts: set[tuple[str, int]]
 ) -> dict[str, CallTimes]:
+    """Each call's times (by Call-ID) from datagrams in capture order; calls
+    whose INVITE from a caller is not there are left out."""
     calls: dict[str, CallTimes] = {}
     for d in datagrams:
         sip = summarize_sip(d.payload)
         if sip is None:
             continue
         call = calls.setdefault(sip.call_id, CallTimes())
-        if d.src == caller and sip.method == "INVITE":
+        if d.src in callers and sip.method == "INVITE":
             if call.invite_in is None:
                 call.invite_in = d.time
                 call.caller_branch = sip.branches[0] if sip.branches else ""
@@ -283,7 +302,7 @@ def match_calls(
         elif d.src in contacts and sip.status == 200 and sip.cseq_method == "INVITE":
             if call.ok_in is None:
                 call.ok_in = d.time
-        elif d.dst == caller and sip.status == 200 and sip.cseq_method == "INVITE":
+        elif d.dst in callers and sip.status == 200 and sip.cseq_method == "INVITE":
             if call.ok_out is None:
                 call.ok_out = d.time
     return {cid: c for cid, c in calls.items() if c.invite_in is not None}
@@ -335,12 +354,20 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def analyse(path: Path, caller: Endpoint, contacts: tuple[Endpoint, ...]) -> dict:
-    calls = match_calls(read_pcap(path), caller.address, {c.address for c in contacts})
+def analyse(path: Path, callers: tuple[Endpoint, ...], contacts: tuple[Endpoint, ...]) -> dict:
+    result = analyse_datagrams(read_pcap(path), callers, contacts)
+    result["pcap_bytes"] = os.path.getsize(path) if path.exists() else 0
+    return result
+
+
+def analyse_datagrams(
+    datagrams: Iterable[Datagram], callers: tuple[Endpoint, ...], contacts: tuple[Endpoint, ...]
+) -> dict:
+    """Completeness, percentiles and samples (µs) of one capture's calls."""
+    calls = match_calls(datagrams, {c.address for c in callers}, {c.address for c in contacts})
     lat = latencies_us(calls)
     return {
         "completeness": completeness(calls, len(contacts)),
         "summary": {name: summary(v) for name, v in lat.items()},
         "samples": {name: [round(x, 1) for x in v] for name, v in lat.items()},
-        "pcap_bytes": os.path.getsize(path) if path.exists() else 0,
     }

@@ -233,7 +233,7 @@ def latency(
             batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag=f"latency-{run}")
         finally:
             cap.stop()
-        result = capture.analyse(pcap, layout.caller, layout.contacts)
+        result = capture.analyse(pcap, (layout.caller,), layout.contacts)
         result["batch"] = batch.as_dict()
         result["capture_dropped"] = cap.dropped()
         out.append(result)
