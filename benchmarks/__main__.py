@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import runner
+from .layout import MAX_CALLERS
 
 
 def _floats(text: str) -> list[float]:
@@ -17,6 +18,20 @@ def _floats(text: str) -> list[float]:
 
 def _ints(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
+
+
+def _callers(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= MAX_CALLERS:
+        raise argparse.ArgumentTypeError(f"from 1 to {MAX_CALLERS} callers")
+    return n
+
+
+def _workers(text: str) -> list[int]:
+    counts = _ints(text)
+    if not counts or any(not 1 <= n <= 256 for n in counts):
+        raise argparse.ArgumentTypeError("comma-separated worker counts from 1 to 256, e.g. 1,2")
+    return counts
 
 
 def _names(allowed: tuple[str, ...]):
@@ -46,13 +61,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--latency-runs", type=int, help="latency runs per proxy (default 3, quick 1)")
     run.add_argument("--latency-calls", type=int, help="calls per latency run (default 200, quick 100)")
     run.add_argument("--latency-rate", type=float, help="calls/s in the latency runs (default 10)")
+    run.add_argument("--callers", type=_callers, help=f"SIPp callers sharing the offered rate of a throughput step, each from its own port (default {runner.DEFAULT_CALLERS}; --smoke: {runner.SMOKE_CALLERS})")
+    run.add_argument("--latency-callers", type=_callers, help="SIPp callers in the latency runs (default 1)")
     run.add_argument("--memory-counts", type=_ints, help="registered contacts at which memory is measured (default 10000,100000; quick 10000)")
     run.add_argument("--memory-budget", type=float, help="seconds allowed for registering per proxy (default 240, quick 90)")
     run.add_argument("--register-rate", type=float, help="REGISTER offered per second (default 20000; at most --register-limit outstanding)")
     run.add_argument("--register-limit", type=int, help="outstanding registrations at most (default 50)")
     run.add_argument("--memory-settle", type=float, help="seconds to wait after the last registrations before measuring again (default 35: REGISTER transactions end)")
     run.add_argument("--sipfork-data-dir", type=Path, help="put sipfork's data_dir (SQLite) here, e.g. /dev/shm/sipfork-bench (default: under the output directory)")
-    run.add_argument("--sipfork-workers", type=int, help="write `workers = N` into sipfork's [proxy] section")
+    run.add_argument("--sipfork-workers", type=_workers, help="comma-separated: measure sipfork's throughput with `workers = N` for each N (default 1,2); latency and memory use the first")
     run.add_argument("--smoke-calls", type=int, default=20, help="calls in --smoke (default 20)")
     run.add_argument("--no-install", action="store_true", help="do not apt-get / pip install anything")
     run.add_argument("--no-report", action="store_true", help="do not write RESULTS.md and the plots")
@@ -73,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.smoke:
-        summary = runner.run_smoke(calls=args.smoke_calls)
+        summary = runner.run_smoke(calls=args.smoke_calls, callers=args.callers or runner.SMOKE_CALLERS)
         runner.print_smoke(summary)
         return 0 if summary.get("ok") else 1
 
@@ -90,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         ("latency_runs", args.latency_runs),
         ("latency_calls", args.latency_calls),
         ("latency_rate", args.latency_rate),
+        ("latency_callers", args.latency_callers),
+        ("callers", args.callers),
         ("memory_counts", args.memory_counts),
         ("memory_budget_s", args.memory_budget),
         ("register_rate", args.register_rate),

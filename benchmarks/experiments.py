@@ -16,7 +16,7 @@ from typing import Callable
 
 from . import capture, sipp
 from .layout import PASSWORD, USER, Layout
-from .proxies import Proxy
+from .proxies import ProcessCpu, Proxy
 
 Log = Callable[[str], None]
 
@@ -65,16 +65,25 @@ class BenchError(RuntimeError):
 # --- one batch of calls ----------------------------------------------------
 
 
+def split_calls(calls: int, callers: int) -> list[int]:
+    """`calls` shared out over `callers` as evenly as possible (the first get
+    one more); a caller with no call is left out."""
+    base, extra = divmod(calls, callers)
+    return [n for n in (base + (i < extra) for i in range(callers)) if n]
+
+
 @dataclass
 class CallBatch:
     rate: float
     calls: int
     wall_s: float
-    caller: sipp.SippStats
+    callers: list[sipp.SippStats]
+    caller_calls: list[int]  # the calls each caller was asked to place
     contacts: list[sipp.SippStats]
     proxy_cpu_s: float
+    proxy_cpu_by_process: list[dict]
     sipp_cpu_s: float
-    caller_exit: int | None
+    caller_exits: list[int | None]
     udp_in: int
     udp_drops: int
     proxy_udp_drops: int
@@ -83,7 +92,7 @@ class CallBatch:
 
     @property
     def completed(self) -> int:
-        return self.caller.successful
+        return sum(c.successful for c in self.callers)
 
     @property
     def contact_missing(self) -> int:
@@ -92,16 +101,19 @@ class CallBatch:
 
     @property
     def failed(self) -> int:
-        # calls the caller did not complete, contacts' calls that failed or
-        # never ended, and forks that never reached a contact (the caller
+        # calls the callers did not complete, contacts' calls that failed or
+        # never ended, and forks that never reached a contact (a caller
         # would not notice a missing ringing branch)
-        unfinished = self.calls - self.caller.successful - self.caller.failed
+        unfinished = sum(
+            max(0, n - c.successful - c.failed) for n, c in zip(self.caller_calls, self.callers)
+        )
+        caller_failed = sum(c.failed for c in self.callers)
         contact_failed = sum(c.failed + c.current for c in self.contacts)
-        return self.caller.failed + max(0, unfinished) + contact_failed + self.contact_missing
+        return caller_failed + unfinished + contact_failed + self.contact_missing
 
     @property
     def retransmissions(self) -> int:
-        return self.caller.retransmissions + sum(c.retransmissions for c in self.contacts)
+        return sum(c.retransmissions for c in (*self.callers, *self.contacts))
 
     @property
     def cpu_per_call_ms(self) -> float | None:
@@ -117,13 +129,15 @@ class CallBatch:
             "contact_missing": self.contact_missing,
             "retransmissions": self.retransmissions,
             "proxy_cpu_s": round(self.proxy_cpu_s, 3),
+            "proxy_cpu_by_process": self.proxy_cpu_by_process,
             "cpu_per_call_ms": None if self.cpu_per_call_ms is None else round(self.cpu_per_call_ms, 4),
             "sipp_cpu_s": round(self.sipp_cpu_s, 3),
-            "caller_exit": self.caller_exit,
+            "caller_exits": self.caller_exits,
             "udp_datagrams": self.udp_in,
             "udp_rcvbuf_drops": self.udp_drops,
             "proxy_udp_drops": self.proxy_udp_drops,
-            "caller": self.caller.as_dict(),
+            "caller_calls": self.caller_calls,
+            "callers": [c.as_dict() for c in self.callers],
             "contacts": [c.as_dict() for c in self.contacts],
             "error_count": self.error_count,
             "first_errors": self.first_errors,
@@ -138,11 +152,16 @@ def run_calls(
     rate: float,
     calls: int,
     tag: str,
+    callers: int = 1,
     on_started: Callable[[], None] | None = None,
 ) -> CallBatch:
-    """Start the three contacts, place `calls` calls at `rate`, stop everything,
-    and collect every SIPp process's statistics and the proxy's CPU time."""
+    """Start the three contacts, place `calls` calls at `rate` from `callers`
+    SIPp processes (each its share of the calls at its share of the rate, so
+    they all end together), stop everything, and collect every SIPp
+    process's statistics and the proxy's CPU time."""
     workdir.mkdir(parents=True, exist_ok=True)
+    shares = split_calls(calls, callers)
+    endpoints = layout.caller_endpoints(len(shares))
     duration = calls / rate
     limit_s = duration + 30
     contacts = [
@@ -162,19 +181,25 @@ def run_calls(
             raise BenchError(f"SIPp contact {c.name} exited at start:\n{c.stderr_text()}")
     if on_started:
         on_started()
-    cpu0 = proxy.cpu_seconds()
+    cpu0 = proxy.cpu_by_process()
     sipp_cpu0 = sipp.sipp_cpu_children()
     udp0 = sipp.udp_counters()
     proxy_drops0 = proxy.udp_drops()
     t0 = time.monotonic()
-    caller = sipp.SippProcess(
-        f"{tag}-caller",
-        sipp.caller_args(layout.caller, proxy.address, rate=rate, calls=calls),
-        workdir,
-        timeout_s=limit_s,
-    )
-    caller.wait(limit_s + 5)
-    caller.stop()
+    caller_procs = [
+        sipp.SippProcess(
+            f"{tag}-caller" if len(shares) == 1 else f"{tag}-caller{i}",
+            sipp.caller_args(ep, proxy.address, rate=rate * n / calls, calls=n, index=i),
+            workdir,
+            timeout_s=limit_s,
+        )
+        for i, (ep, n) in enumerate(zip(endpoints, shares))
+    ]
+    deadline = time.monotonic() + limit_s + 5
+    for p in caller_procs:
+        p.wait(deadline - time.monotonic())
+    for p in caller_procs:
+        p.stop()
     # the contacts end by themselves once they have seen every call (and
     # waited CONTACT_TIMEWAIT_S for retransmissions)
     deadline = time.monotonic() + 3 + CONTACT_TIMEWAIT_S
@@ -183,31 +208,45 @@ def run_calls(
     for c in contacts:
         c.stop(grace=sipp.RECV_TIMEOUT_MS / 1000 + 1)
     wall = time.monotonic() - t0
-    cpu1 = proxy.cpu_seconds()
+    cpu1 = proxy.cpu_by_process()
     sipp_cpu1 = sipp.sipp_cpu_children()
     udp1 = sipp.udp_counters()
     proxy_drops1 = proxy.udp_drops()
     errors = 0
     first: list[str] = []
-    for p in [caller, *contacts]:
+    for p in [*caller_procs, *contacts]:
         n, events = p.errors(limit=3)
         errors += n
         first += [f"[{p.name}] {e}" for e in events]
+    by_process = cpu_deltas(cpu0, cpu1)
     return CallBatch(
         rate=rate,
         calls=calls,
         wall_s=wall,
-        caller=caller.stats(),
+        callers=[p.stats() for p in caller_procs],
+        caller_calls=shares,
         contacts=[c.stats() for c in contacts],
-        proxy_cpu_s=cpu1 - cpu0,
+        proxy_cpu_s=sum(p["cpu_s"] for p in by_process),
+        proxy_cpu_by_process=by_process,
         sipp_cpu_s=sipp_cpu1 - sipp_cpu0,
-        caller_exit=caller.returncode,
+        caller_exits=[p.returncode for p in caller_procs],
         udp_in=udp1.get("in", 0) - udp0.get("in", 0),
         udp_drops=udp1.get("rcvbuf_errors", 0) - udp0.get("rcvbuf_errors", 0),
         proxy_udp_drops=proxy_drops1 - proxy_drops0,
         error_count=errors,
         first_errors=first[:6],
     )
+
+
+def cpu_deltas(before: list[ProcessCpu], after: list[ProcessCpu]) -> list[dict]:
+    """CPU seconds each of the proxy's processes used between two readings
+    (a process that started in between counts from zero; one that ended is
+    lost, as in the total)."""
+    start = {p.pid: p.cpu_s for p in before}
+    return [
+        {"pid": p.pid, "role": p.role, "cpu_s": round(p.cpu_s - start.get(p.pid, 0.0), 3)}
+        for p in after
+    ]
 
 
 # --- fork latency ----------------------------------------------------------
@@ -221,19 +260,22 @@ def latency(
     runs: int,
     calls: int,
     rate: float,
+    callers: int = 1,
     log: Log = _quiet,
 ) -> list[dict]:
     """`runs` batches at low load, each captured on loopback and matched."""
     out = []
     for run in range(runs):
         pcap = workdir / f"latency-{run}.pcap"
-        cap = capture.Capture(pcap, capture.capture_filter(layout.sipp_endpoints))
+        cap = capture.Capture(pcap, capture.capture_filter(layout.sipp_endpoints(callers)))
         cap.start()
         try:
-            batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag=f"latency-{run}")
+            batch = run_calls(
+                proxy, layout, workdir, rate=rate, calls=calls, tag=f"latency-{run}", callers=callers
+            )
         finally:
             cap.stop()
-        result = capture.analyse(pcap, (layout.caller,), layout.contacts)
+        result = capture.analyse(pcap, layout.caller_endpoints(callers), layout.contacts)
         result["batch"] = batch.as_dict()
         result["capture_dropped"] = cap.dropped()
         out.append(result)
@@ -257,28 +299,35 @@ def throughput(
     *,
     rates: list[float],
     step_s: float,
+    callers: int = 1,
+    label: str = "",
     log: Log = _quiet,
     stop_after_failures: int = 1,
 ) -> list[dict]:
     """Step the call rate up; stop after the first step with failed calls or
     retransmissions (or when the proxy died)."""
+    label = label or proxy.name
     steps = []
     bad = 0
     for rate in rates:
         calls = max(1, int(round(rate * step_s)))
         load0 = os.getloadavg()[0]
-        batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag=f"step-{rate:g}")
+        batch = run_calls(
+            proxy, layout, workdir, rate=rate, calls=calls, tag=f"step-{rate:g}", callers=callers
+        )
         step = batch.as_dict()
         step["late_s"] = round(batch.wall_s - step_s, 2)
         step["load_before"] = round(load0, 2)
         step["clean"] = batch.failed == 0 and batch.retransmissions == 0 and batch.completed == calls
         steps.append(step)
         cpc = batch.cpu_per_call_ms
+        workers = [p["cpu_s"] for p in batch.proxy_cpu_by_process if p["role"] == "worker"]
         log(
-            f"  {proxy.name} {rate:g} calls/s: {batch.completed}/{calls} completed, "
+            f"  {label} {rate:g} calls/s: {batch.completed}/{calls} completed, "
             f"{batch.failed} failed, {batch.retransmissions} retransmissions, "
-            f"CPU {'-' if cpc is None else f'{cpc:.3f}'} ms/call, "
-            f"UDP drops {batch.proxy_udp_drops} at the proxy / {batch.udp_drops} in all, "
+            f"CPU {'-' if cpc is None else f'{cpc:.3f}'} ms/call"
+            + (f" (workers {' / '.join(f'{w:.2f}' for w in workers)} s)" if workers else "")
+            + f", UDP drops {batch.proxy_udp_drops} at the proxy / {batch.udp_drops} in all, "
             f"wall {batch.wall_s:.1f} s"
         )
         if not proxy.alive():
@@ -434,7 +483,9 @@ def memory(
 # --- smoke -----------------------------------------------------------------
 
 
-def smoke(proxy: Proxy, layout: Layout, workdir: Path, *, calls: int, rate: float, log: Log) -> dict:
+def smoke(
+    proxy: Proxy, layout: Layout, workdir: Path, *, calls: int, rate: float, callers: int, log: Log
+) -> dict:
     register_contacts(proxy, layout, workdir, log)
-    batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag="smoke")
+    batch = run_calls(proxy, layout, workdir, rate=rate, calls=calls, tag="smoke", callers=callers)
     return batch.as_dict()

@@ -1,10 +1,13 @@
 """Where everything lives: files of the harness, loopback addresses and ports.
 
-All traffic stays on the loopback range 127.0.0.0/8. The caller is the
-trusted gateway address 127.0.0.1; each contact has an address of its own
-(127.0.0.2-4), so a registration's source address is also its Contact and the
-proxy may use either. SIPp binds an RTP echo port and that port + 2, so the
-media ports of the SIPp processes are 10 apart.
+All traffic stays on the loopback range 127.0.0.0/8. The callers are all on
+the trusted gateway address 127.0.0.1, each SIPp process on a port of its own
+(5061, then 5101, 5102, ...: a proxy with several workers sharing its port
+through SO_REUSEPORT picks a worker by the sender's address and port); each
+contact has an address of its own (127.0.0.2-4), so a registration's source
+address is also its Contact and the proxy may use either. SIPp binds an RTP
+echo port and that port + 2, so the media ports of the SIPp processes are 10
+apart.
 """
 
 from __future__ import annotations
@@ -40,11 +43,24 @@ class Endpoint:
         return (self.host, self.port)
 
 
+MAX_CALLERS = 16
+
+
+def _callers() -> tuple[Endpoint, ...]:
+    """The caller processes' sockets: the first on 5061, the others on 5101,
+    5102, ... (media ports 16110, 16120, ...; control ports 18901, ...)."""
+    first = Endpoint("127.0.0.1", 5061, 16000, 18880)
+    return (first,) + tuple(
+        Endpoint("127.0.0.1", 5100 + i, 16100 + 10 * i, 18900 + i) for i in range(1, MAX_CALLERS)
+    )
+
+
 @dataclass(frozen=True)
 class Layout:
     """The addresses of one benchmark set-up (the smoke test uses other ports)."""
 
-    caller: Endpoint = Endpoint("127.0.0.1", 5061, 16000, 18880)
+    # every SIPp caller (UAC) a run may use; a run with N callers uses the first N
+    callers: tuple[Endpoint, ...] = field(default_factory=_callers)
     # the contact that answers, then the two that only ring
     answerer: Endpoint = Endpoint("127.0.0.2", 5082, 16010, 18881)
     ringers: tuple[Endpoint, ...] = (
@@ -62,12 +78,22 @@ class Layout:
     )
 
     @property
+    def caller(self) -> Endpoint:
+        """The first caller (the only one in a run with one caller)."""
+        return self.callers[0]
+
+    def caller_endpoints(self, n: int) -> tuple[Endpoint, ...]:
+        if not 1 <= n <= len(self.callers):
+            raise ValueError(f"{n} callers: this layout has 1 to {len(self.callers)}")
+        return self.callers[:n]
+
+    @property
     def contacts(self) -> tuple[Endpoint, ...]:
         return (self.answerer, *self.ringers)
 
-    @property
-    def sipp_endpoints(self) -> tuple[Endpoint, ...]:
-        return (self.caller, *self.contacts)
+    def sipp_endpoints(self, callers: int = 1) -> tuple[Endpoint, ...]:
+        """The sockets of the SIPp processes of a batch of calls: callers, then contacts."""
+        return (*self.caller_endpoints(callers), *self.contacts)
 
 
 def venv_bin(name: str) -> Path:

@@ -29,6 +29,18 @@ class ProxyError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class ProcessCpu:
+    """utime + stime of one of the proxy's processes so far, and what it is:
+    "main" (the process the harness started), "worker" (a sipfork worker,
+    started by multiprocessing's spawn), "tracker" (multiprocessing's
+    resource tracker), else the command name (Kamailio's processes)."""
+
+    pid: int
+    role: str
+    cpu_s: float
+
+
 @dataclass
 class Memory:
     rss_main_kib: int
@@ -126,12 +138,18 @@ class Proxy:
 
     def cpu_seconds(self) -> float:
         """utime + stime of every live process of the proxy, in seconds."""
-        total = 0
-        for pid in self.pids():
+        return sum(p.cpu_s for p in self.cpu_by_process())
+
+    def cpu_by_process(self) -> list[ProcessCpu]:
+        """utime + stime of each live process of the proxy (main process first)."""
+        out = []
+        pids = self.pids()
+        for i, pid in enumerate(pids[:1] + sorted(pids[1:])):
             stat = _stat_fields(pid)
             if stat:
-                total += int(stat[11]) + int(stat[12])  # utime, stime (fields 14, 15)
-        return total / CLK_TCK
+                ticks = int(stat[11]) + int(stat[12])  # utime, stime (fields 14, 15)
+                out.append(ProcessCpu(pid, "main" if i == 0 else _role(pid), ticks / CLK_TCK))
+        return out
 
     def udp_drops(self) -> int:
         """Datagrams the kernel dropped on the proxy's own UDP sockets (full
@@ -195,6 +213,23 @@ def process_tree(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def _role(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return "?"
+    if b"spawn_main" in cmdline:
+        return "worker"
+    if b"resource_tracker" in cmdline:
+        return "tracker"
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() or "?"
+    except OSError:
+        return "?"
 
 
 def _group_members(pgid: int) -> list[int]:

@@ -68,6 +68,30 @@ def _present(results: dict) -> list[str]:
     return [p for p in PROXIES if p in results.get("proxies", {})]
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def throughput_series(results: dict) -> list[dict]:
+    """Every throughput run of the report: label (`sipfork`, `sipfork ×2`,
+    `kamailio`), proxy, workers, steps, max_clean_rate, error; sipfork's
+    first. Reads results.json from before sipfork was measured with several
+    worker counts (one "throughput" list per proxy) too."""
+    out = []
+    for p in _present(results):
+        r = results["proxies"][p]
+        runs = r.get("throughput_runs")
+        if runs is None and "throughput" in r:
+            runs = [{"label": p, "workers": None, "steps": r["throughput"], "max_clean_rate": r.get("max_clean_rate")}]
+        for run in runs or []:
+            out.append({**run, "proxy": p, "label": run.get("label") or p, "steps": run.get("steps") or []})
+    return out
+
+
+def _color(label: str) -> str:
+    return COLORS.get(label) or ("tab:purple" if label.startswith("sipfork") else "tab:gray")
+
+
 def markdown(results: dict, figures: dict[str, str]) -> str:
     meta = results["meta"]
     m = meta["machine"]
@@ -88,8 +112,15 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
         f"- Load after: `{meta.get('uptime_after', '?')}`",
         f"- Versions: sipfork {meta['versions']['sipfork']} (git {meta['versions']['git']}), "
         f"{meta['versions'].get('kamailio') or 'Kamailio not run'}, SIPp {meta['versions']['sipp']}",
-        "",
     ]
+    workers = opts.get("sipfork_workers")
+    if "sipfork" in present and workers:
+        workers = workers if isinstance(workers, list) else [workers]  # one number before 1,2
+        lines.append(
+            f"- sipfork's `[proxy] workers`: {workers[0]} for latency and memory; throughput with "
+            + ", ".join(str(w) for w in workers)
+        )
+    lines.append("")
     warnings = _warnings(results)
     if warnings:
         lines += ["## Read this first", ""] + [f"- {w}" for w in warnings] + [""]
@@ -100,7 +131,8 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             "## Fork latency at low load",
             "",
             f"{opts['latency_calls']} calls at {opts['latency_rate']:g} calls/s, "
-            f"{opts['latency_runs']} run(s) per proxy; from a packet capture on loopback, matched by "
+            f"{opts['latency_runs']} run(s) per proxy, "
+            f"{_plural(opts.get('latency_callers', 1), 'SIPp caller')}; from a packet capture on loopback, matched by "
             "Call-ID and Via branch. Microseconds; each percentile is the median over the runs.",
             "",
             "| measure | proxy | p50 | p90 | p99 | max | samples |",
@@ -139,47 +171,106 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
         lines.append("")
 
     # throughput
-    if any(results["proxies"].get(p, {}).get("throughput") for p in present):
+    series = throughput_series(results)
+    if any(t["steps"] for t in series):
+        callers = opts.get("callers", 1)
         lines += [
             "## Throughput and CPU per call",
             "",
-            f"Steps of {opts['step_s']:g} s; a step is clean with zero failed calls and zero "
-            "retransmissions in every SIPp process (caller and the 3 contacts); stepping stops after "
-            "the first unclean step. CPU per call: utime+stime of all the proxy's processes over the "
-            "step ÷ calls completed. SIPp runs on the same 2 cores (its CPU is shown too). "
+            f"Steps of {opts['step_s']:g} s; "
+            + (
+                f"the offered rate is split over {callers} SIPp callers, each from its own port on "
+                "127.0.0.1 (the same callers for every proxy)"
+                if callers > 1
+                else "one SIPp caller places the calls"
+            )
+            + "; a step is clean with zero failed calls and zero "
+            f"retransmissions in every SIPp process (the {_plural(callers, 'caller')} and the 3 contacts); "
+            "stepping stops after the first unclean step. CPU per call: utime+stime of all the proxy's "
+            "processes over the step ÷ calls completed. SIPp runs on the same "
+            f"{m['nproc']} cores (its CPU is shown too). "
             "UDP drops: datagrams the kernel dropped on a full socket receive buffer during the step, "
             "on the proxy's own sockets / on any socket of the machine (SIPp's included).",
             "",
         ]
-        mx = {p: results["proxies"].get(p, {}).get("max_clean_rate") for p in present}
-        for p in present:
-            if "throughput" in results["proxies"].get(p, {}):
-                lines.append(f"- Highest clean rate, {p}: **{_fmt(mx[p])} calls/s**")
-        if both:
-            lines.append(f"- Ratio sipfork / Kamailio: {_ratio(mx.get('sipfork'), mx.get('kamailio'))}")
+        multi = [t for t in series if (t.get("workers") or 1) > 1]
+        if multi:
+            text = (
+                ", ".join(f"`{t['label']}`" for t in multi)
+                + ": sipfork with `[proxy] workers = "
+                + "/".join(str(t["workers"]) for t in multi)
+                + "`, a proxy of its own started for these steps. The workers share the port through "
+                "SO_REUSEPORT, which picks a worker by the sender's address and port: each caller's "
+                "calls stay on one worker."
+            )
+            spread = (meta.get("callers") or {}).get("spread") or {}
+            if spread.get("sockets"):
+                counts = [spread["sockets"].count(k) for k in range(spread["workers"])]
+                text += (
+                    f" The callers' ports ({', '.join(map(str, spread['ports']))}) were chosen so that "
+                    f"the kernel spreads them over a group of {spread['workers']} sockets as evenly as "
+                    f"it can ({' + '.join(map(str, counts))} callers), as many phones would be; "
+                    "the CPU of each worker is below the table."
+                )
+            elif spread.get("error"):
+                text += f" The callers were not spread over the workers ({spread['error']})."
+            lines += [text, ""]
+        for t in series:
+            text = f"- Highest clean rate, {t['label']}: **{_fmt(t.get('max_clean_rate'))} calls/s**"
+            if t.get("error"):
+                text += f" (stopped: {t['error'].splitlines()[0][:200]})"
+            lines.append(text)
+        kam = next((t for t in series if t["proxy"] == "kamailio" and t["steps"]), None)
+        ours = [t for t in series if t["proxy"] == "sipfork" and (t["steps"] or t.get("error"))]
+        if kam:
+            for t in ours:
+                lines.append(
+                    f"- Ratio {t['label']} / Kamailio: {_ratio(t.get('max_clean_rate'), kam.get('max_clean_rate'))}"
+                )
+        if len(ours) > 1:
+            for t in ours[1:]:
+                lines.append(
+                    f"- Ratio {t['label']} / {ours[0]['label']}: "
+                    f"{_ratio(t.get('max_clean_rate'), ours[0].get('max_clean_rate'))}"
+                )
         lines += [
             "",
             "| calls/s | proxy | clean | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | UDP drops proxy / all | wall s |",
             "| ---: | --- | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         by_rate: dict[float, dict[str, dict]] = {}
-        for p in present:
-            for s in results["proxies"][p].get("throughput") or []:
-                by_rate.setdefault(s["rate"], {})[p] = s
+        for t in series:
+            for st in t["steps"]:
+                by_rate.setdefault(st["rate"], {})[t["label"]] = st
         for rate in sorted(by_rate):
-            for p in present:
-                s = by_rate[rate].get(p)
-                if s:
+            for t in series:
+                st = by_rate[rate].get(t["label"])
+                if st:
                     lines.append(
-                        f"| {rate:g} | {p} | {'yes' if s['clean'] else '**no**'} | {s['completed']}/{s['calls']} | {s['failed']} | "
-                        f"{s['retransmissions']} | {_fmt(s['cpu_per_call_ms'], 3)} | {_fmt(s['proxy_cpu_s'], 2)} | "
-                        f"{_fmt(s['sipp_cpu_s'], 2)} | {s.get('proxy_udp_drops', '–')} / {s.get('udp_rcvbuf_drops', '–')} | {_fmt(s['wall_s'], 1)} |"
+                        f"| {rate:g} | {t['label']} | {'yes' if st['clean'] else '**no**'} | {st['completed']}/{st['calls']} | {st['failed']} | "
+                        f"{st['retransmissions']} | {_fmt(st['cpu_per_call_ms'], 3)} | {_fmt(st['proxy_cpu_s'], 2)} | "
+                        f"{_fmt(st['sipp_cpu_s'], 2)} | {st.get('proxy_udp_drops', '–')} / {st.get('udp_rcvbuf_drops', '–')} | {_fmt(st['wall_s'], 1)} |"
                     )
-            if both and all(p in by_rate[rate] for p in PROXIES):
-                s, k = by_rate[rate]["sipfork"], by_rate[rate]["kamailio"]
+            k = by_rate[rate].get(kam["label"]) if kam else None
+            for t in ours:
+                sf = by_rate[rate].get(t["label"])
+                if k and sf:
+                    lines.append(
+                        f"| {rate:g} | **{t['label']} / kamailio** | | | | | {_ratio(sf['cpu_per_call_ms'], k['cpu_per_call_ms'])} | "
+                        f"{_ratio(sf['proxy_cpu_s'], k['proxy_cpu_s'])} | | | |"
+                    )
+        lines.append("")
+        for t in multi:
+            split = []
+            for st in t["steps"]:
+                workers = [pc["cpu_s"] for pc in st.get("proxy_cpu_by_process") or [] if pc["role"] == "worker"]
+                if workers:
+                    split.append(f"{st['rate']:g}/s: " + " + ".join(f"{w:.2f}" for w in workers))
+            if split:
                 lines.append(
-                    f"| {rate:g} | **ratio** | | | | | {_ratio(s['cpu_per_call_ms'], k['cpu_per_call_ms'])} | "
-                    f"{_ratio(s['proxy_cpu_s'], k['proxy_cpu_s'])} | | | |"
+                    f"- {t['label']}, CPU seconds of each worker process over the step (the rest of the "
+                    "proxy's CPU is the supervisor's and multiprocessing's resource tracker's): "
+                    + "; ".join(split) + "."
                 )
         if "cpu" in figures:
             lines += ["", f"![CPU per call against rate]({figures['cpu']})"]
@@ -317,6 +408,10 @@ def _warnings(results: dict) -> list[str]:
                 out.append(f"Load was {load:.2f} around the {p} measurements ({key.replace('_', ' ')}).")
         if r.get("error"):
             out.append(f"{p}: {r['error'].splitlines()[0][:300]}")
+    for t in throughput_series(results):
+        err = t.get("error")
+        if err and err != results["proxies"][t["proxy"]].get("error"):
+            out.append(f"{t['label']}: {err.splitlines()[0][:300]}")
     revs = {results["proxies"][p].get("git") for p in _present(results)} - {None}
     if revs and revs != {meta["versions"]["git"]}:
         out.append(
@@ -340,27 +435,30 @@ def _load1(uptime: str) -> float | None:
 
 
 def _errors_section(results: dict) -> list[str]:
-    lines = []
+    examples: dict[str, list[str]] = {}  # label -> SIPp's errors, first few
     for p in _present(results):
-        r = results["proxies"][p]
-        examples = []
-        for run in r.get("latency") or []:
-            examples += run["batch"].get("first_errors") or []
-        for s in r.get("throughput") or []:
+        for run in results["proxies"][p].get("latency") or []:
+            examples.setdefault(p, []).extend(run["batch"].get("first_errors") or [])
+    for t in throughput_series(results):
+        found = examples.setdefault(t["label"], [])
+        for s in t["steps"]:
             if not s["clean"]:
-                examples += s.get("first_errors") or []
-                causes = {}
-                for c in [s["caller"], *s["contacts"]]:
+                found += s.get("first_errors") or []
+                causes: dict[str, int] = {}
+                # results.json before several callers had one "caller"
+                for c in [*(s.get("callers") or [s["caller"]]), *s["contacts"]]:
                     for k, v in c["failed_by_cause"].items():
                         causes[k] = causes.get(k, 0) + v
                 if causes:
-                    examples.insert(
+                    found.insert(
                         0, f"at {s['rate']:g} calls/s failed calls by cause: "
                         + ", ".join(f"{k} {v}" for k, v in sorted(causes.items()))
                     )
-        if examples:
-            lines += [f"### What SIPp reported for {p}", "", "```"]
-            for e in examples[:4]:
+    lines = []
+    for label, found in examples.items():
+        if found:
+            lines += [f"### What SIPp reported for {label}", "", "```"]
+            for e in found[:4]:
                 lines += [e[:700], ""]
             lines += ["```", ""]
     return (["## Failures seen", ""] + lines) if lines else []
@@ -395,7 +493,7 @@ def plots(results: dict, plots_dir: Path) -> dict[str, Path]:
                     continue
                 s = sorted(samples)
                 ys = [(i + 1) / len(s) for i in range(len(s))]
-                ax.step(s, ys, where="post", label=p, color=COLORS[p])
+                ax.step(s, ys, where="post", label=p, color=_color(p))
             title = METRICS[metric]
             row = table.get(metric, {})
             if all(p in row for p in PROXIES) and row["kamailio"]["p50"]:
@@ -416,17 +514,18 @@ def plots(results: dict, plots_dir: Path) -> dict[str, Path]:
         plt.close(fig)
 
     # CPU per call against rate, and the ratio
-    if any(results["proxies"].get(p, {}).get("throughput") for p in present):
+    series = throughput_series(results)
+    if any(t["steps"] for t in series):
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        series = {}
-        for p in present:
-            steps = [s for s in results["proxies"][p].get("throughput") or [] if s["cpu_per_call_ms"]]
+        points = {}
+        for t in series:
+            steps = [s for s in t["steps"] if s["cpu_per_call_ms"]]
             if not steps:
                 continue
             xs = [s["rate"] for s in steps]
             ys = [s["cpu_per_call_ms"] for s in steps]
-            series[p] = dict(zip(xs, ys))
-            ax.plot(xs, ys, marker="o", label=p, color=COLORS[p])
+            points[t["label"]] = dict(zip(xs, ys))
+            ax.plot(xs, ys, marker="o", label=t["label"], color=_color(t["label"]))
             bad = [s for s in steps if not s["clean"]]
             if bad:
                 ax.scatter([s["rate"] for s in bad], [s["cpu_per_call_ms"] for s in bad],
@@ -442,15 +541,19 @@ def plots(results: dict, plots_dir: Path) -> dict[str, Path]:
         ax.set_title("CPU per call (x: step with failures or retransmissions)", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        if all(p in series for p in PROXIES):
-            common = sorted(set(series["sipfork"]) & set(series["kamailio"]))
-            ax2.plot(common, [series["sipfork"][r] / series["kamailio"][r] for r in common],
-                     marker="o", color="tab:green")  # fmt: skip
+        kam = points.get("kamailio")
+        ours = [t["label"] for t in series if t["proxy"] == "sipfork" and t["label"] in points]
+        if kam and ours:
+            for label in ours:
+                common = sorted(set(points[label]) & set(kam))
+                ax2.plot(common, [points[label][r] / kam[r] for r in common],
+                         marker="o", color=_color(label), label=f"{label} / kamailio")  # fmt: skip
             ax2.set_xscale("log")
             ax2.axhline(1, color="grey", lw=0.8)
-            ax2.set_title("ratio sipfork / Kamailio (CPU per call)", fontsize=9)
+            ax2.set_title("ratio to Kamailio (CPU per call)", fontsize=9)
             ax2.set_xlabel("offered calls/s")
             ax2.grid(True, which="both", alpha=0.3)
+            ax2.legend(fontsize=8)
         else:
             ax2.set_axis_off()
             ax2.text(0.5, 0.5, "ratio needs both proxies", ha="center", va="center")
@@ -468,7 +571,7 @@ def plots(results: dict, plots_dir: Path) -> dict[str, Path]:
                 continue
             xs = [0] + [s["registered_total"] for s in mem["stages"]]
             ys = [mem["baseline"]["pss_sum_kib"] / 1024] + [s["memory"]["pss_sum_kib"] / 1024 for s in mem["stages"]]
-            ax.plot(xs, ys, marker="o", label=p, color=COLORS[p])
+            ax.plot(xs, ys, marker="o", label=p, color=_color(p))
         ax.set_xlabel("registered contacts")
         ax.set_ylabel("PSS of all proxy processes, MiB")
         ax.set_title("Memory against registrations", fontsize=9)

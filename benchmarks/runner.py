@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import random
+import select
 import shlex
 import socket
 import subprocess
@@ -24,6 +25,12 @@ DEFAULT_RATES = [100, 200, 400, 800, 1200, 1600, 2000, 2400, 2800, 3200, 4000]
 QUICK_RATES = [100, 200, 400, 800, 1200, 1600, 2000, 2400]
 PROXY_NAMES = ("sipfork", "kamailio")
 PARTS = ("latency", "throughput", "memory", "micro")
+# SIPp callers in the throughput steps: a proxy whose workers share its port
+# through SO_REUSEPORT picks a worker by the sender's address and port, so
+# one caller keeps every call on one worker; the harness picks the callers'
+# ports so that they spread over the workers (see spread_callers, README.md)
+DEFAULT_CALLERS = 2
+DEFAULT_SIPFORK_WORKERS = [1, 2]
 
 
 @dataclass
@@ -35,6 +42,8 @@ class Options:
     latency_runs: int = 3
     latency_calls: int = 200
     latency_rate: float = 10.0
+    latency_callers: int = 1
+    callers: int = DEFAULT_CALLERS
     memory_counts: list[int] = field(default_factory=lambda: [10_000, 100_000])
     memory_budget_s: float = 240.0
     register_rate: float = 20000.0
@@ -42,7 +51,9 @@ class Options:
     memory_settle_s: float = 35.0
     sipfork_data_dir: Path | None = None
     micro_max_time: float = 0.5
-    sipfork_workers: int | None = None
+    # the throughput part measures sipfork once per entry; latency and
+    # memory use the first
+    sipfork_workers: list[int] = field(default_factory=lambda: list(DEFAULT_SIPFORK_WORKERS))
     install: bool = True
     out: Path | None = None
     write_report: bool = True
@@ -79,7 +90,11 @@ def uptime() -> str:
         return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
 
 
-def make_proxy(name: str, workdir: Path, layout: Layout, opts: Options, users=None) -> proxies.Proxy:
+def make_proxy(
+    name: str, workdir: Path, layout: Layout, opts: Options, users=None, workers: int | None = None
+) -> proxies.Proxy:
+    """The proxy `name`; for sipfork, `workers` processes (None: the first of
+    opts.sipfork_workers)."""
     port = layout.ports[name]
     if name == "kamailio":
         return proxies.kamailio(workdir, port)
@@ -87,10 +102,17 @@ def make_proxy(name: str, workdir: Path, layout: Layout, opts: Options, users=No
     if opts.sipfork_data_dir is not None:
         data_dir = opts.sipfork_data_dir / workdir.name
         data_dir.mkdir(parents=True, exist_ok=True)
+    if workers is None:
+        workers = opts.sipfork_workers[0]
     return proxies.sipfork(
         workdir, port, trusted_host=layout.trusted_host, users=users,
-        workers=opts.sipfork_workers, data_dir=data_dir,
-    )
+        workers=workers, data_dir=data_dir,
+    )  # fmt: skip
+
+
+def series_label(name: str, workers: int | None) -> str:
+    """`sipfork`, `sipfork ×2`, `kamailio`: how the report names a throughput run."""
+    return name if not workers or workers == 1 else f"{name} ×{workers}"
 
 
 LOCK_FILE = Path("/tmp/sipfork-benchmark-harness.lock")
@@ -116,9 +138,9 @@ def run_benchmark(opts: Options) -> dict:
         return _run_benchmark(opts)
 
 
-def _ports_in_use(layout: Layout, names: list[str], parts: list[str]) -> list[str]:
+def _ports_in_use(layout: Layout, names: list[str], parts: list[str], callers: int = 1) -> list[str]:
     busy = []
-    endpoints = layout.sipp_endpoints if {"latency", "throughput"} & set(parts) else ()
+    endpoints = layout.sipp_endpoints(callers) if {"latency", "throughput"} & set(parts) else ()
     if "memory" in parts:
         endpoints += (layout.registrar_client,)
     for ep in endpoints:
@@ -130,13 +152,109 @@ def _ports_in_use(layout: Layout, names: list[str], parts: list[str]) -> list[st
     return busy
 
 
-def _run_benchmark(opts: Options) -> dict:
-    layout = Layout()
-    busy = _ports_in_use(layout, opts.proxies, opts.parts)
+def reuseport_sockets(
+    host: str, port: int, sources: tuple[Endpoint, ...], group: int, timeout: float = 0.2
+) -> list[int | None]:
+    """Which of `group` sockets sharing (host, port) through SO_REUSEPORT the
+    kernel gives each source's datagrams to (None: that source port could not
+    be bound). The kernel picks by a hash of the source and destination
+    addresses and ports (its key is random per boot), modulo the sockets in
+    the group: bound the same way, a proxy's `group` workers get the same
+    split. Binds (host, port) for a moment: run it before the proxy starts."""
+    group_socks: list[socket.socket] = []
+    try:
+        for _ in range(group):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            group_socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        out: list[int | None] = []
+        for ep in sources:
+            tag = f"reuseport probe from {ep.port}".encode()
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as src:
+                    src.bind(ep.address)
+                    src.sendto(tag, (host, port))
+            except OSError:
+                out.append(None)
+                continue
+            found = None
+            select.select(group_socks, [], [], timeout)
+            for i, sock in enumerate(group_socks):
+                try:
+                    while True:
+                        if sock.recv(200) == tag:
+                            found = i
+                except BlockingIOError:
+                    pass
+            out.append(found)
+        return out
+    finally:
+        for sock in group_socks:
+            sock.close()
+
+
+def spread_callers(layout: Layout, n: int, workers: int, port: int) -> tuple[Layout, dict]:
+    """The layout with its callers reordered so that the first `n` spread as
+    evenly as they can over `workers` SO_REUSEPORT sockets on `port` (the
+    kernel would otherwise put a few callers on one worker as often as not:
+    two callers share one of two workers half the time), and what was found."""
+    pool = layout.callers
+    try:
+        sockets = reuseport_sockets("127.0.0.1", port, pool, workers)
+    except OSError as e:
+        return layout, {"workers": workers, "error": str(e)}
+    by_socket: dict[int, list[int]] = {}
+    for i, sock in enumerate(sockets):
+        if sock is not None:
+            by_socket.setdefault(sock, []).append(i)
+    # round robin over the sockets, starting with the first caller's (5061)
+    order = sorted(by_socket, key=lambda k: by_socket[k][0])
+    picked: list[int] = []
+    while len(picked) < n and any(by_socket.values()):
+        for k in order:
+            if by_socket[k] and len(picked) < n:
+                picked.append(by_socket[k].pop(0))
+    rest = [i for i in range(len(pool)) if i not in picked]
+    new = replace(layout, callers=tuple(pool[i] for i in picked + rest))
+    info = {
+        "workers": workers,
+        "ports": [pool[i].port for i in picked],
+        "sockets": [sockets[i] for i in picked],
+    }
+    return new, info
+
+
+def _check_ports(layout: Layout, opts: Options, callers: int) -> None:
+    busy = _ports_in_use(layout, opts.proxies, opts.parts, callers)
     if busy:
         raise experiments.BenchError(
             "UDP ports the benchmark needs are in use (another proxy or benchmark running?): " + ", ".join(busy)
         )
+
+
+def _run_benchmark(opts: Options) -> dict:
+    layout = Layout()
+    callers = max(
+        opts.callers if "throughput" in opts.parts else 1,
+        opts.latency_callers if "latency" in opts.parts else 1,
+    )
+    _check_ports(layout, opts, callers)
+    # the proxy's port is free (so no other sipfork's workers, whose
+    # SO_REUSEPORT group the probe would join): choose the callers
+    spread = None
+    most_workers = max(opts.sipfork_workers) if "sipfork" in opts.proxies else 1
+    if "throughput" in opts.parts and opts.callers > 1 and most_workers > 1:
+        layout, spread = spread_callers(layout, opts.callers, most_workers, layout.ports["sipfork"])
+        if spread.get("error"):
+            log(f"could not ask the kernel how callers spread over workers: {spread['error']}")
+        else:
+            log(
+                f"callers on ports {', '.join(map(str, spread['ports']))}: on SO_REUSEPORT sockets "
+                f"{', '.join(map(str, spread['sockets']))} of a group of {most_workers}"
+            )
+        _check_ports(layout, opts, callers)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = opts.out or (OUT_DIR / stamp)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +289,11 @@ def _run_benchmark(opts: Options) -> dict:
                 if k not in ("command",)
             },
             "out_dir": str(out),
+            "callers": {
+                "throughput_ports": [ep.port for ep in layout.caller_endpoints(opts.callers)],
+                "latency_ports": [ep.port for ep in layout.caller_endpoints(opts.latency_callers)],
+                "spread": spread,
+            },
         },
         "proxies": {},
     }
@@ -210,37 +333,35 @@ def run_proxy(name: str, layout: Layout, workdir: Path, opts: Options) -> dict:
     # the working tree is shared and sipfork is installed editable: note the
     # revision each proxy's measurements ran with
     res: dict = {"uptime_before": uptime(), "git": proxies.git_revision()}
-    calls_parts = [p for p in ("latency", "throughput") if p in opts.parts]
-    if calls_parts:
-        proxy = make_proxy(name, workdir / "calls", layout, opts)
-        log(f"{name}: starting")
-        try:
-            proxy.start()
-        except proxies.ProxyError as e:
-            res["error"] = str(e)
-            log(f"{name}: could not start: {e}")
-            return res
-        try:
-            experiments.register_contacts(proxy, layout, workdir / "calls", log)
-            if "latency" in opts.parts:
-                res["latency"] = experiments.latency(
-                    proxy, layout, workdir / "calls", runs=opts.latency_runs,
-                    calls=opts.latency_calls, rate=opts.latency_rate, log=log,
+    workers_list: list[int | None] = list(opts.sipfork_workers) if name == "sipfork" else [None]
+    if name == "sipfork":
+        res["workers"] = workers_list[0]
+    if "latency" in opts.parts or "throughput" in opts.parts:
+        # the first configuration: latency, then its throughput steps
+        session = calls_session(
+            name, layout, workdir / "calls", opts, workers=workers_list[0],
+            latency="latency" in opts.parts, throughput="throughput" in opts.parts,
+        )  # fmt: skip
+        for key in ("error", "latency", "proxy_alive_at_end", "log_tail"):
+            if key in session:
+                res[key] = session[key]
+        runs = [session["throughput"]] if "throughput" in session else []
+        if "throughput" in opts.parts:
+            # sipfork with more workers: a proxy of its own each, throughput only
+            for workers in workers_list[1:]:
+                more = calls_session(
+                    name, layout, workdir / f"calls-{workers}-workers", opts, workers=workers,
+                    latency=False, throughput=True,
                 )  # fmt: skip
-            if "throughput" in opts.parts:
-                steps = experiments.throughput(
-                    proxy, layout, workdir / "calls", rates=opts.rates, step_s=opts.step_s, log=log
-                )
-                res["throughput"] = steps
-                res["max_clean_rate"] = experiments.max_clean_rate(steps)
-                log(f"{name}: highest clean rate {res['max_clean_rate']} calls/s")
-        except experiments.BenchError as e:
-            res["error"] = str(e)
-            log(f"{name}: {e}")
-        finally:
-            res["proxy_alive_at_end"] = proxy.alive()
-            res["log_tail"] = proxy.log_tail(2000)
-            proxy.stop()
+                series = more.get("throughput") or {
+                    "label": series_label(name, workers), "workers": workers, "callers": opts.callers,
+                    "steps": [], "max_clean_rate": None, "error": more.get("error", "not measured"),
+                }  # fmt: skip
+                series["proxy_alive_at_end"] = more.get("proxy_alive_at_end")
+                series["log_tail"] = more.get("log_tail", "")
+                runs.append(series)
+        if runs:
+            res["throughput_runs"] = runs
     if "memory" in opts.parts:
         log(f"{name}: memory with {', '.join(str(c) for c in opts.memory_counts)} contacts")
         try:
@@ -255,6 +376,54 @@ def run_proxy(name: str, layout: Layout, workdir: Path, opts: Options) -> dict:
             log(f"{name}: memory test failed: {e}")
     res["uptime_after"] = uptime()
     return res
+
+
+def calls_session(
+    name: str, layout: Layout, workdir: Path, opts: Options, *, workers: int | None,
+    latency: bool, throughput: bool,
+) -> dict:
+    """Start the proxy, register the three contacts, run the latency part
+    and/or the throughput steps, stop it. Returns "latency" (the runs),
+    "throughput" (one series: label, workers, callers, steps, highest clean
+    rate), "error" when something went wrong, and the proxy's log tail."""
+    label = series_label(name, workers)
+    out: dict = {}
+    proxy = make_proxy(name, workdir, layout, opts, workers=workers)
+    log(f"{label}: starting")
+    try:
+        proxy.start()
+    except proxies.ProxyError as e:
+        out["error"] = str(e)
+        log(f"{label}: could not start: {e}")
+        return out
+    series: dict | None = None
+    try:
+        experiments.register_contacts(proxy, layout, workdir, log)
+        if latency:
+            out["latency"] = experiments.latency(
+                proxy, layout, workdir, runs=opts.latency_runs, calls=opts.latency_calls,
+                rate=opts.latency_rate, callers=opts.latency_callers, log=log,
+            )  # fmt: skip
+        if throughput:
+            series = {"label": label, "workers": workers, "callers": opts.callers, "steps": []}
+            out["throughput"] = series
+            series["steps"] = experiments.throughput(
+                proxy, layout, workdir, rates=opts.rates, step_s=opts.step_s,
+                callers=opts.callers, label=label, log=log,
+            )  # fmt: skip
+            series["max_clean_rate"] = experiments.max_clean_rate(series["steps"])
+            log(f"{label}: highest clean rate {series['max_clean_rate']} calls/s")
+    except experiments.BenchError as e:
+        out["error"] = str(e)
+        if series is not None:
+            series["error"] = str(e)
+            series.setdefault("max_clean_rate", experiments.max_clean_rate(series["steps"]))
+        log(f"{label}: {e}")
+    finally:
+        out["proxy_alive_at_end"] = proxy.alive()
+        out["log_tail"] = proxy.log_tail(2000)
+        proxy.stop()
+    return out
 
 
 def run_micro(out: Path, opts: Options) -> dict:
@@ -303,7 +472,7 @@ def _udp_port_free(host: str, port: int) -> bool:
     return True
 
 
-def free_layout(seed: int | None = None) -> Layout:
+def free_layout(seed: int | None = None, callers: int = 1) -> Layout:
     """A layout on ports nobody uses right now (the smoke test may run while
     other tests or a developer's proxy hold 5060)."""
     rnd = random.Random(seed)
@@ -323,7 +492,7 @@ def free_layout(seed: int | None = None) -> Layout:
         return Endpoint(host, pick(host), pick(host, (0, 2)), pick(host))
 
     return Layout(
-        caller=endpoint("127.0.0.1"),
+        callers=tuple(endpoint("127.0.0.1") for _ in range(callers)),
         answerer=endpoint("127.0.0.2"),
         ringers=(endpoint("127.0.0.3"), endpoint("127.0.0.4")),
         registrar_client=endpoint("127.0.0.5"),
@@ -331,22 +500,37 @@ def free_layout(seed: int | None = None) -> Layout:
     )
 
 
-def run_smoke(*, calls: int = 20, rate: float = 10.0, proxy_name: str = "sipfork", workdir: Path | None = None) -> dict:
-    """Register 3 SIPp contacts with sipfork and place `calls` calls through it.
-    Returns a summary with "ok" true when every call succeeded."""
+SMOKE_CALLERS = 2
+
+
+def run_smoke(
+    *,
+    calls: int = 20,
+    rate: float = 10.0,
+    callers: int = SMOKE_CALLERS,
+    proxy_name: str = "sipfork",
+    workdir: Path | None = None,
+) -> dict:
+    """Register 3 SIPp contacts with sipfork (one worker) and place `calls`
+    calls through it from `callers` SIPp callers. Returns a summary with "ok"
+    true when every call succeeded."""
     if install.missing_programs(["sipp"]):
         raise experiments.BenchError("sipp is not installed (Debian package sip-tester; `make test` installs it)")
-    layout = free_layout()
+    layout = free_layout(callers=callers)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="sipfork-smoke-")
         workdir = Path(tmp.name)
     t0 = time.monotonic()
-    proxy = make_proxy(proxy_name, workdir, layout, Options())
-    summary: dict = {"proxy": proxy_name, "calls": calls, "rate": rate, "workdir": str(workdir)}
+    proxy = make_proxy(proxy_name, workdir, layout, Options(), workers=1)
+    summary: dict = {
+        "proxy": proxy_name, "calls": calls, "rate": rate, "caller_processes": callers, "workdir": str(workdir)
+    }  # fmt: skip
     try:
         proxy.start(ready_timeout=20)
-        batch = experiments.smoke(proxy, layout, workdir, calls=calls, rate=rate, log=log)
+        batch = experiments.smoke(
+            proxy, layout, workdir, calls=calls, rate=rate, callers=callers, log=log
+        )
         summary.update(batch)
         summary["ok"] = (
             batch["completed"] == calls and batch["failed"] == 0 and proxy.alive()
@@ -368,7 +552,8 @@ def print_smoke(summary: dict) -> None:
         log(f"smoke: FAILED: {summary['error']}")
     else:
         log(
-            f"smoke: {summary['proxy']}: {summary['completed']}/{summary['calls']} calls completed, "
+            f"smoke: {summary['proxy']}: {summary['completed']}/{summary['calls']} calls completed "
+            f"({summary['caller_processes']} callers), "
             f"{summary['failed']} failed, {summary['retransmissions']} retransmissions, "
             f"proxy CPU {summary['proxy_cpu_s']:.2f} s, {summary['seconds']} s in all"
         )

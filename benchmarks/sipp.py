@@ -228,17 +228,21 @@ def caller_args(
     *,
     rate: float,
     calls: int,
+    index: int = 0,
     user: str = USER,
     domain: str = DOMAIN,
 ) -> list[str]:
-    """The UAC: `calls` calls at `rate` calls/s. SIPp's default cap on
-    simultaneous calls would quietly slow the offered load: allow 10 s worth."""
+    """The UAC number `index`: `calls` calls at `rate` calls/s. SIPp's default
+    cap on simultaneous calls would quietly slow the offered load: allow 10 s
+    worth. Its Call-IDs name the caller (SIPp's default has only the call
+    number, pid and address), so they differ between callers whatever the pids."""
     limit = max(100, min(15000, int(rate * 10)))
     return [
         f"{proxy[0]}:{proxy[1]}",
         "-sf", str(SCENARIOS / "uac_invite.xml"),
         "-s", user, "-key", "domain", domain,
         "-r", f"{rate:g}", "-rp", "1000", "-m", str(calls), "-l", str(limit),
+        "-cid_str", f"%u-%p-c{index}@%s",
         "-recv_timeout", str(RECV_TIMEOUT_MS),
         *endpoint_args(ep),
     ]  # fmt: skip

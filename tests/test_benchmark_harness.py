@@ -1,0 +1,213 @@
+"""The benchmark harness's bookkeeping, without SIPp or a proxy: several
+callers (the calls shared out, every count summed over all of them, ports
+and media ports apart), the report's throughput series (sipfork with 1 and
+2 workers beside Kamailio)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the harness lives in benchmarks/ beside the package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import __main__ as cli  # noqa: E402
+from benchmarks import experiments, report, runner  # noqa: E402
+from benchmarks.layout import MAX_CALLERS, Layout  # noqa: E402
+from benchmarks.sipp import SippStats  # noqa: E402
+
+
+def test_calls_are_shared_out_over_the_callers():
+    assert experiments.split_calls(4000, 2) == [2000, 2000]
+    assert experiments.split_calls(10, 4) == [3, 3, 2, 2]
+    assert experiments.split_calls(2, 4) == [1, 1]  # a caller with nothing to do is not started
+    assert experiments.split_calls(7, 1) == [7]
+
+
+def test_callers_have_their_own_ports_and_media_ports_ten_apart():
+    layout = Layout()
+    callers = layout.caller_endpoints(MAX_CALLERS)
+    assert callers[0].port == 5061
+    assert {c.host for c in callers} == {"127.0.0.1"}
+    everyone = [*callers, *layout.contacts, layout.registrar_client]
+    assert len({(e.host, e.port) for e in everyone}) == len(everyone)
+    assert len({e.control_port for e in everyone}) == len(everyone)
+    media = sorted(e.media_port for e in everyone)  # SIPp binds -mp and -mp + 2
+    assert all(b - a >= 10 for a, b in itertools.pairwise(media))
+    assert not {e.port for e in everyone} & set(layout.ports.values())
+    assert layout.sipp_endpoints(2) == (*callers[:2], *layout.contacts)
+    with pytest.raises(ValueError):
+        layout.caller_endpoints(MAX_CALLERS + 1)
+
+
+def test_free_layout_for_the_smoke_run_has_as_many_callers_as_asked():
+    layout = runner.free_layout(seed=1, callers=3)
+    assert len(layout.callers) == 3
+    assert len({c.port for c in layout.callers}) == 3
+
+
+def test_callers_are_spread_over_a_reuseport_group_as_evenly_as_the_kernel_allows():
+    layout = runner.free_layout(callers=12)
+    port = runner.free_layout(callers=1).ports["sipfork"]
+    every = runner.reuseport_sockets("127.0.0.1", port, layout.callers, 2)
+    assert set(every) <= {0, 1}
+    # the kernel's choice depends only on the addresses: asked again, it is the same
+    assert runner.reuseport_sockets("127.0.0.1", port, layout.callers, 2) == every
+
+    spread, info = runner.spread_callers(layout, 4, 2, port)
+    chosen = spread.caller_endpoints(4)
+    assert info["ports"] == [ep.port for ep in chosen]
+    assert info["sockets"] == [every[layout.callers.index(ep)] for ep in chosen]
+    assert set(spread.callers) == set(layout.callers) and len(spread.callers) == 12  # reordered, none lost
+    counts = [info["sockets"].count(k) for k in (0, 1)]
+    available = [every.count(k) for k in (0, 1)]
+    assert all(c == min(2, a) for c, a in zip(counts, available)) or sum(counts) == 4 and max(counts) - min(counts) <= 1
+    assert chosen[0] == layout.callers[0]  # the first caller stays first
+
+
+def _batch(callers: list[SippStats], shares: list[int], contacts: list[SippStats]) -> experiments.CallBatch:
+    return experiments.CallBatch(
+        rate=100, calls=sum(shares), wall_s=1.0, callers=callers, caller_calls=shares, contacts=contacts,
+        proxy_cpu_s=2.0, proxy_cpu_by_process=[], sipp_cpu_s=1.0, caller_exits=[0] * len(callers),
+        udp_in=0, udp_drops=0, proxy_udp_drops=0, error_count=0, first_errors=[],
+    )  # fmt: skip
+
+
+def test_every_count_sums_over_all_callers():
+    contacts = [SippStats(created=40, successful=40) for _ in range(3)]
+    clean = _batch([SippStats(created=20, successful=20), SippStats(created=20, successful=20)], [20, 20], contacts)
+    assert (clean.completed, clean.failed, clean.retransmissions) == (40, 0, 0)
+    assert clean.cpu_per_call_ms == pytest.approx(50.0)
+
+    # the second caller: 2 failed, 3 never finished, 5 retransmissions
+    second = SippStats(created=20, successful=15, failed=2, retransmissions=5)
+    batch = _batch([SippStats(created=20, successful=20, retransmissions=1), second], [20, 20], contacts)
+    assert batch.completed == 35
+    assert batch.failed == 5
+    assert batch.retransmissions == 6
+    d = batch.as_dict()
+    assert len(d["callers"]) == 2 and d["caller_calls"] == [20, 20]
+
+
+def test_cpu_deltas_per_process():
+    from benchmarks.proxies import ProcessCpu
+
+    before = [ProcessCpu(10, "main", 1.0), ProcessCpu(11, "worker", 2.0), ProcessCpu(12, "worker", 3.0)]
+    after = [ProcessCpu(10, "main", 1.01), ProcessCpu(11, "worker", 4.5), ProcessCpu(12, "worker", 3.0),
+             ProcessCpu(13, "kamailio", 0.2)]  # fmt: skip
+    assert experiments.cpu_deltas(before, after) == [
+        {"pid": 10, "role": "main", "cpu_s": 0.01},
+        {"pid": 11, "role": "worker", "cpu_s": 2.5},
+        {"pid": 12, "role": "worker", "cpu_s": 0.0},
+        {"pid": 13, "role": "kamailio", "cpu_s": 0.2},
+    ]
+
+
+def test_command_line_callers_and_workers():
+    args = cli.parser().parse_args(["run", "--callers", "3", "--sipfork-workers", "1,2,4"])
+    assert args.callers == 3 and args.sipfork_workers == [1, 2, 4]
+    for bad in (["--callers", "0"], ["--callers", str(MAX_CALLERS + 1)], ["--sipfork-workers", "0"]):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args(["run", *bad])
+    opts = runner.Options()
+    assert opts.sipfork_workers == [1, 2] and opts.latency_callers == 1 and opts.callers >= 2
+
+
+# --- the report -------------------------------------------------------------------
+
+
+def _step(rate: float, cpu_ms: float, clean: bool = True, workers: tuple[float, ...] = ()) -> dict:
+    calls = int(rate * 5)
+    stats = SippStats(created=calls, successful=calls if clean else calls - 9, failed=0 if clean else 9,
+                      failed_by_cause={} if clean else {"TimeoutOnRecv": 9}).as_dict()  # fmt: skip
+    return {
+        "rate": rate, "calls": calls, "completed": stats["successful"], "failed": stats["failed"],
+        "retransmissions": 0 if clean else 4, "cpu_per_call_ms": cpu_ms, "proxy_cpu_s": cpu_ms * calls / 1000,
+        "sipp_cpu_s": 1.0, "proxy_udp_drops": 0, "udp_rcvbuf_drops": 0, "wall_s": 7.0, "clean": clean,
+        "proxy_cpu_by_process": [{"pid": 1, "role": "main", "cpu_s": 0.01}]
+        + [{"pid": 2 + i, "role": "worker", "cpu_s": w} for i, w in enumerate(workers)],
+        "callers": [stats], "contacts": [stats], "first_errors": [] if clean else ["[step-caller0] oops"],
+    }  # fmt: skip
+
+
+def _memory(base: float, at10k: float, at100k: float) -> dict:
+    def mem(kib: float) -> dict:
+        return {"pss_sum_kib": kib, "rss_main_kib": kib, "rss_sum_kib": kib, "processes": 1}
+
+    def stage(n: int, kib: float) -> dict:
+        return {"registered_total": n, "memory": mem(kib), "registration": {"per_second": 1000, "failed": 0, "retransmissions": 0}}
+
+    return {
+        "users_configured": 100_000, "start_s": 1.0, "baseline": mem(base),
+        "stages": [stage(10_000, at10k), stage(100_000, at100k)],
+        "settled": {"after_s": 35, "registered_total": 100_000, "memory": mem(at100k)},
+    }  # fmt: skip
+
+
+def _results() -> dict:
+    return {
+        "meta": {
+            "date": "2026-01-01T00:00:00+00:00", "command": "python -m benchmarks run",
+            "machine": {"nproc": 2, "cpu": "cpu", "memory_gib": 8, "kernel": "6", "python": "3.11"},
+            "uptime_before": "load average: 0.00, 0.00, 0.00", "uptime_after": "load average: 0.00, 0.00, 0.00",
+            "versions": {"sipfork": "0.1", "git": "abc", "kamailio": "kamailio 5.6", "sipp": "3.6"},
+            "callers": {"spread": {"workers": 2, "ports": [5061, 5101, 5104, 5102], "sockets": [0, 1, 0, 1]}},
+            "options": {"step_s": 5, "callers": 4, "latency_callers": 1, "sipfork_workers": [1, 2],
+                        "register_limit": 50, "latency_calls": 10, "latency_rate": 10, "latency_runs": 1},
+        },
+        "proxies": {
+            "kamailio": {
+                "git": "abc",
+                "throughput_runs": [{"label": "kamailio", "workers": None, "callers": 4, "max_clean_rate": 400,
+                                     "steps": [_step(200, 1.0), _step(400, 0.8)]}],
+                "memory": _memory(base=10_000, at10k=20_000, at100k=110_000),
+            },
+            "sipfork": {
+                "git": "abc", "workers": 1,
+                "throughput_runs": [
+                    {"label": "sipfork", "workers": 1, "callers": 4, "max_clean_rate": 200,
+                     "steps": [_step(200, 2.0), _step(400, 1.8, clean=False)]},
+                    {"label": "sipfork ×2", "workers": 2, "callers": 4, "max_clean_rate": 400,
+                     "steps": [_step(200, 2.2, workers=(1.1, 1.0)), _step(400, 2.0, workers=(2.5, 1.4))]},
+                ],
+                "memory": _memory(base=100_000, at10k=100_000, at100k=190_000),
+            },
+        },
+    }  # fmt: skip
+
+
+def test_report_has_a_series_per_worker_count_with_ratios():
+    md = report.markdown(_results(), {})
+    assert "| 200 | sipfork | yes |" in md
+    assert "| 200 | sipfork ×2 | yes |" in md
+    assert "| 200 | kamailio | yes |" in md
+    assert "| 200 | **sipfork / kamailio** | | | | | 2.00× |" in md
+    assert "| 200 | **sipfork ×2 / kamailio** | | | | | 2.20× |" in md
+    assert "Highest clean rate, sipfork ×2: **400 calls/s**" in md
+    assert "Ratio sipfork / Kamailio: 0.50×" in md
+    assert "Ratio sipfork ×2 / Kamailio: 1.00×" in md
+    assert "Ratio sipfork ×2 / sipfork: 2.00×" in md
+    assert "200/s: 1.10 + 1.00; 400/s: 2.50 + 1.40" in md
+    assert "split over 4 SIPp callers" in md
+    assert "(5061, 5101, 5104, 5102) were chosen" in md and "(2 + 2 callers)" in md
+    assert "### What SIPp reported for sipfork\n" in md and "TimeoutOnRecv 18" in md
+
+
+def test_report_reads_results_written_before_several_callers_and_workers():
+    old = _results()
+    for name in ("sipfork", "kamailio"):
+        r = old["proxies"][name]
+        run = r.pop("throughput_runs")[0]
+        r["throughput"], r["max_clean_rate"] = run["steps"], run["max_clean_rate"]
+        for step in r["throughput"]:
+            step["caller"] = step.pop("callers")[0]
+    del old["meta"]["options"]["callers"]
+    old["meta"]["options"]["sipfork_workers"] = None
+    md = report.markdown(old, {})
+    assert "one SIPp caller places the calls" in md
+    assert "| 400 | sipfork | **no** |" in md and "×2" not in md
+    assert "TimeoutOnRecv 18" in md
