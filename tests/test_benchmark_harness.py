@@ -1,7 +1,7 @@
 """The benchmark harness's bookkeeping, without SIPp or a proxy: several
 callers (the calls shared out, every count summed over all of them, ports
 and media ports apart), the report's throughput series (sipfork with 1 and
-2 workers beside Kamailio)."""
+2 workers beside Kamailio) and its memory growth figures."""
 
 from __future__ import annotations
 
@@ -195,6 +195,17 @@ def test_report_has_a_series_per_worker_count_with_ratios():
     assert "split over 4 SIPp callers" in md
     assert "(5061, 5101, 5104, 5102) were chosen" in md and "(2 + 2 callers)" in md
     assert "### What SIPp reported for sipfork\n" in md and "TimeoutOnRecv 18" in md
+
+
+def test_report_memory_growth_from_start_and_between_the_stages():
+    md = report.markdown(_results(), {})
+    # from start: sipfork (190000 - 100000) KiB / 100k, kamailio 100000 KiB / 100k
+    assert "| from start-up, right after registering (0 → 100,000 contacts, ÷ 100,000) | 922 | 1,024 | 0.90× |" in md
+    # between: sipfork 90000 KiB / 90k = 1024 bytes, kamailio 90000 KiB / 90k
+    assert "| **between the stages**, right after registering (10,000 → 100,000 contacts, ÷ 90,000) | 1,024 | 1,024 | 1.00× |" in md
+    growth = report.memory_growth(_memory(base=0, at10k=10, at100k=100))
+    assert growth["between"]["bytes"] == pytest.approx(90 * 1024 / 90_000)
+    assert "between" not in report.memory_growth({"baseline": {"pss_sum_kib": 1}, "stages": _memory(0, 1, 2)["stages"][:1]})
 
 
 def test_report_reads_results_written_before_several_callers_and_workers():
