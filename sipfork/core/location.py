@@ -283,8 +283,9 @@ class Location:
 
     # -- changing ---------------------------------------------------------
 
-    def put(self, binding: Binding) -> None:
-        """Add or replace the binding keyed by ``(binding.user, binding.contact)``."""
+    def put(self, binding: Binding) -> Binding | None:
+        """Add or replace the binding keyed by ``(binding.user, binding.contact)``;
+        the one replaced, or None."""
         old = _put_into(self._by_user, binding.user, binding)
         if old is None:
             self._count += 1
@@ -295,15 +296,34 @@ class Location:
         if len(self._expiries) > self._count + (self._count >> 2) + 64:
             self._rebuild_expiries()
         self._snapshot = None
+        return old
 
-    def drop(self, user: str, contact: str) -> None:
-        """Remove a binding (exact contact text); absent is not an error."""
+    def drop(self, user: str, contact: str) -> Binding | None:
+        """Remove a binding (exact contact text); absent is not an error. The
+        one removed, or None."""
         old = _remove_from(self._by_user, user, user, contact)
         if old is None:
-            return
+            return None
         _remove_from(self._by_key, self._key(old), user, contact)
         self._count -= 1
         self._snapshot = None
+        return old
+
+    def restore(self, user: str, contact: str, *, changed_to: Binding | None, before: Binding | None) -> None:
+        """Take back a change of ``(user, contact)`` from ``before`` to
+        ``changed_to`` (None: no binding) that the store did not take.
+
+        Only while the contact still holds ``changed_to`` itself: a change
+        made since (another worker's, read from the store) is what the store
+        has, and stays."""
+        entry = self._by_user.get(user)
+        current = next((b for b in _as_tuple(entry) if b.contact == contact), None) if entry is not None else None
+        if current is not changed_to:
+            return
+        if before is not None:
+            self.put(before)
+        elif current is not None:
+            self.drop(user, contact)
 
     def expire(self, now: float) -> list[DropBinding]:
         """Remove every binding with ``expires_at <= now``; the store effects, earliest first."""

@@ -24,14 +24,14 @@ from sipfork.bindings import Binding
 from sipfork.config import Config
 from sipfork.core.auth import Authenticator
 from sipfork.core.context import CallContext
-from sipfork.core.effects import Effect, Log, Send, trying_after_requests
+from sipfork.core.effects import Effect, Log, RegisterAnswer, Send, answered_by, trying_after_requests
 from sipfork.core.forwarder import ClientEntry, Forwarder
 from sipfork.core.ids import Ids
 from sipfork.core.interfaces import Interfaces, hop_for_uri
 from sipfork.core.location import Location
 from sipfork.core.registrar import Registrar
 from sipfork.core.transactions import ServerState, ServerTransaction, Terminated, TimedOut, Timers
-from sipfork.core.upstream import Upstream, via_marks
+from sipfork.core.upstream import Upstream, caller_of, via_marks
 from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
 from sipfork.routing.planner import plan_call
 from sipfork.sip.builder import build_response
@@ -182,6 +182,19 @@ class Core:
         self._expiry_known = False
         self.location.drop(user, contact)
 
+    def store_failed(self, effects: list[Effect], now: float) -> list[Effect]:
+        """The store did not take the binding changes among ``effects`` (the
+        shell's write of them failed): the location table goes back to what
+        the store has, and each REGISTER that made a change is answered 500
+        instead of 200, now and when it comes again. Returns ``effects`` with
+        those answers in place of the 200s, for the shell to carry out."""
+        self._expiry_known = False
+        answers = self.registrar.store_failed(effects)
+        for key, send in answers.values():
+            if key in self._completed:
+                self._completed[key] = send  # until Timer J, as the 200 would have been
+        return [answers[id(effect)][1] if id(effect) in answers else effect for effect in effects]
+
     def replace_bindings(self, bindings: Iterable[Binding]) -> None:
         """The store's whole table, when its change log no longer reaches back."""
         self._expiry_known = False
@@ -322,8 +335,8 @@ class Core:
         if method == "REGISTER":
             self._expiry_known = False
             result = self.registrar.handle(request, source=source, transport=transport, now=now)
-            self._emit(result.effects)  # stored before the 200 OK leaves (DESIGN.md)
             if result.status == 401:
+                self._emit(result.effects)
                 # A challenge goes out statelessly (RFC 3261 §8.2.7): no
                 # transaction, so floods of unauthenticated requests leave no
                 # state for Timer J (§26.1.5). Its bytes are kept for 8*T1 only,
@@ -338,7 +351,14 @@ class Core:
                 if transport != "tcp":
                     self._remember(self._challenge_order, key, send, now + 8 * self.timers.t1)
                 return
-            self._server_outputs(transaction, transaction.respond(result.response, result.status, now))
+            outputs = transaction.respond(result.response, result.status, now)
+            # Stored before the 200 OK leaves (DESIGN.md); each change names
+            # the REGISTER and its 200, for when the store fails (store_failed).
+            key = _completed_key(self._server_keys[transaction][0])
+            answer = RegisterAnswer(request=request, source=source, key=key,
+                                    response=next(output for output in outputs if isinstance(output, Send)))
+            self._emit(answered_by(result.effects, answer))
+            self._server_outputs(transaction, outputs)
             return
         if to_us:
             self._respond(transaction, request, 405 if method != "BYE" else 481, now, headers=(("Allow", ALLOW),))
@@ -397,11 +417,11 @@ class Core:
             self._respond(transaction, request, 482, now)
             self._log(logging.WARNING, f"loop detected for {dialled} (Call-ID {request.call_id})")
             return
-        outcome = plan_call(self.config, dialled=dialled, caller=_caller(request), at=self._local_time(now),
+        outcome = plan_call(self.config, dialled=dialled, caller=caller_of(request), at=self._local_time(now),
                             registrations=self.location.snapshot(now), external_allowed=not inbound, now=now)
         if isinstance(outcome, Refusal):
             self._respond(transaction, request, outcome.status, now, reason=outcome.reason)
-            self._log(logging.INFO, f"call {_caller(request) or 'anonymous'} → {dialled}: "
+            self._log(logging.INFO, f"call {caller_of(request) or 'anonymous'} → {dialled}: "
                                     f"{outcome.status} {outcome.reason}")
             return
         plan = outcome
@@ -417,7 +437,7 @@ class Core:
         self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
                             max_forwards=max_forwards, record_route=request.method in ("INVITE", "SUBSCRIBE", "REFER"),
                             max_breadth=incoming_breadth // width, drop_headers=drop, call_key=call_key,
-                            caller=user or _caller(request) or "anonymous")
+                            caller=user or caller_of(request) or "anonymous")
 
     def _forward_routed(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
                         transport: str, pop_routes: int, max_forwards: int, now: float) -> None:
@@ -558,16 +578,4 @@ def _zone(name: str):  # type: ignore[no-untyped-def]
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(name)
-
-
-def _caller(request: Request) -> str | None:
-    """The caller's number or user for filters; None when anonymous."""
-    if any(value.strip().lower() in ("id", "user") for value in request.header_values("Privacy")):
-        return None
-    uri = request.from_.uri
-    if isinstance(uri, TelUri):
-        return uri.number
-    if uri.host.endswith("anonymous.invalid") or (uri.user or "").lower() == "anonymous" or not uri.user:
-        return None
-    return uri.user
 

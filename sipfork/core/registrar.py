@@ -39,6 +39,9 @@ Decisions where RFC 3261 leaves a choice (all constructor arguments):
 - A binding records the source host/port and transport the REGISTER came
   from (RFC 3581), the User-Agent, and ``registered_at`` = the time of the
   REGISTER that last created or refreshed it.
+- A REGISTER whose changes the store could not write gets 500 with
+  ``Retry-After: 5`` instead of its 200, and its changes are taken back
+  (``store_failed``): the 200 promises that the binding survives a restart.
 - The 200 OK lists every current contact with ``expires=`` (seconds left,
   rounded) and ``q=`` when not 1, highest q first, and a Date header
   (§10.3 step 8). Contacts are echoed as the phone wrote them.
@@ -49,14 +52,15 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from sipfork.bindings import Binding
 from sipfork.config import Config, User
 from sipfork.core.auth import Authenticator
-from sipfork.core.effects import DropBinding, Log, SaveBinding
+from sipfork.core.effects import DropBinding, Log, SaveBinding, Send
 from sipfork.core.ids import Ids
 from sipfork.core.location import Location
 from sipfork.sip.builder import build_response
@@ -160,6 +164,35 @@ class Registrar:
                 error.status,
                 effects=(Log(level=logging.INFO, message=f"REGISTER from {who}: {error}"),),
             )
+
+    def store_failed(self, effects: Sequence[object]) -> dict[int, tuple[str, Send]]:
+        """The store did not take the binding changes among ``effects`` (one
+        write: all or none). Each change a REGISTER made is taken back, the
+        last first, so the location table holds what the store has; returns
+        the 500 that replaces each such REGISTER's 200 OK, by ``id`` of the
+        200's Send, with the key its retransmissions come by.
+
+        A binding that expired is gone from the table either way: its drop
+        is not taken back (it carries no answer), nor is the drop retried;
+        the store forgets it at the next start."""
+        answers: dict[int, tuple[str, Send]] = {}
+        for effect in reversed(effects):
+            if isinstance(effect, SaveBinding) and effect.answer is not None:
+                binding = effect.binding
+                self._location.restore(binding.user, binding.contact, changed_to=binding, before=effect.previous)
+            elif isinstance(effect, DropBinding) and effect.answer is not None:
+                self._location.restore(effect.user, effect.contact, changed_to=None, before=effect.dropped)
+            else:
+                continue
+            answer = effect.answer
+            if id(answer.response) not in answers:
+                # RFC 3261 §21.5.1: a 500 may say when to try again. As a
+                # registrar in passing trouble does, ask for another try in
+                # a few seconds rather than leave the phone unregistered for
+                # its own retry interval.
+                response = self._respond(answer.request, answer.source, 500, headers=(("Retry-After", "5"),))
+                answers[id(answer.response)] = (answer.key, evolve(answer.response, data=response.response))
+        return answers
 
     # -- the steps of §10.3 -------------------------------------------------
 
@@ -370,11 +403,10 @@ class Registrar:
         effects: list[RegistrarEffect] = []
         for contact, binding in changes:
             if binding is None:
-                self._location.drop(user, contact)
-                effects.append(DropBinding(user=user, contact=contact))
+                dropped = self._location.drop(user, contact)
+                effects.append(DropBinding(user=user, contact=contact, dropped=dropped))
             else:
-                self._location.put(binding)
-                effects.append(SaveBinding(binding=binding))
+                effects.append(SaveBinding(binding=binding, previous=self._location.put(binding)))
         return effects
 
     def _respond(

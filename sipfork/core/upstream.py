@@ -1,4 +1,5 @@
-"""What a proxied request keeps of the caller's side (RFC 3261 §16.6)."""
+"""What a proxied request keeps of the caller's side (RFC 3261 §16.6), and
+what the core reads of the caller's request: its RFC 3581 marks, its caller."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from attrs import define
 
 from sipfork.core.transactions import ServerTransaction
 from sipfork.sip.headers import Via
+from sipfork.sip.message import Request
+from sipfork.sip.uri import TelUri
 
 
 @define(slots=True, kw_only=True, eq=False)
@@ -35,3 +38,15 @@ def via_marks(via: Via, source: tuple[str, int]) -> tuple[str | None, int | None
     if rport is not None and received is None:
         received = source[0]
     return received, rport
+
+
+def caller_of(request: Request) -> str | None:
+    """The caller's number or user for filters; None when anonymous."""
+    if any(value.strip().lower() in ("id", "user") for value in request.header_values("Privacy")):
+        return None
+    uri = request.from_.uri
+    if isinstance(uri, TelUri):
+        return uri.number
+    if uri.host.endswith("anonymous.invalid") or (uri.user or "").lower() == "anonymous" or not uri.user:
+        return None
+    return uri.user

@@ -2,8 +2,8 @@
 
 The only asyncio code (DESIGN.md). It hands every message to the core,
 applies the core's effects in order — a binding reaches SQLite before the
-200 OK to its REGISTER is sent — and re-arms one timer at the earliest
-deadline.
+200 OK to its REGISTER is sent, and when it cannot, the core answers that
+REGISTER 500 instead — and re-arms one timer at the earliest deadline.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
+from sipfork.bindings import Binding
 from sipfork.config import Config, ConfigError, load_config
 from sipfork.core.effects import DropBinding, Effect, Log, SaveBinding, Send
 from sipfork.core.ids import Ids
@@ -285,7 +287,20 @@ class Server:
         effects, self.pending = self.pending, []
         changes = [effect.binding if isinstance(effect, SaveBinding) else (effect.user, effect.contact)
                    for effect in effects if isinstance(effect, (SaveBinding, DropBinding))]
-        self.store.write(changes)  # durable before any response below is sent
+        try:
+            self.store.write(changes)  # durable before any response below is sent
+        except (sqlite3.Error, OSError) as error:
+            # The write is all or none, so none of it is on disk: the core
+            # answers the REGISTERs that made these changes 500 instead of
+            # 200 and takes its location table back to what the store has.
+            # The loop goes on; the next REGISTER tries the store again.
+            self.carry_out(self.core.store_failed(effects, self.now()))
+            users = sorted({change.user if isinstance(change, Binding) else change[0] for change in changes})
+            # After the REGISTERs' own lines, which say what they asked for.
+            log.error("could not store the bindings of %s (%s): their REGISTERs are answered 500",
+                      ", ".join(users), error)
+            self.arm()  # a binding taken back may expire before the armed timer
+            return
         self.carry_out(effects)
 
     def carry_out(self, effects: list[Effect]) -> None:

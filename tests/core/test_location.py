@@ -268,3 +268,21 @@ def test_snapshot_reads_only_the_users_asked_for():
     with pytest.raises(KeyError):
         view["nobody"]
     assert len(view) == 1000
+
+
+def test_restore_takes_a_change_back_unless_the_contact_changed_again() -> None:
+    old, new, other = binding(expires_at=T0 + 60), binding(expires_at=T0 + 3600), binding(expires_at=T0 + 1800)
+    location = Location([old])
+    assert location.put(new) is old  # the registrar keeps what a change replaced
+    location.restore("alice", old.contact, changed_to=new, before=old)
+    assert location.bindings("alice") == [old] and location.next_expiry() == T0 + 60
+    assert location.drop("alice", old.contact) is old
+    location.restore("alice", old.contact, changed_to=None, before=old)
+    assert location.bindings("alice") == [old]
+    location.put(new)
+    location.restore("alice", new.contact, changed_to=new, before=None)  # a new contact: gone again
+    assert location.bindings("alice") == []
+    location.put(new)
+    location.put(other)  # read from the store since (another worker): what the store has
+    location.restore("alice", new.contact, changed_to=new, before=old)
+    assert location.bindings("alice") == [other]

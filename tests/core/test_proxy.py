@@ -496,7 +496,8 @@ def test_a_device_whose_own_ring_time_ends_with_the_rule_rings_on_into_the_next_
     assert [r.status for r in to(CALLER[1], sends(core))] == [200]  # type: ignore[union-attr]
 
 
-def _authorized_register(core: Core, port: int, now: float) -> bytes:
+def _authorized_register(core: Core, port: int, now: float, *, expires: int = 3600) -> bytes:
+    """bob's REGISTER from ``port`` with the credentials for a challenge the core just gave."""
     source = ("127.0.0.1", port)
     core.receive(register("bob", port, branch="z9hG4bKa1", cseq=1), source, "udp", now)
     challenge = to(port, sends(core))[0]
@@ -508,7 +509,7 @@ def _authorized_register(core: Core, port: int, now: float) -> bytes:
         f'Authorization: Digest username="bob", realm="{first.realm}", nonce="{first.nonce}", '
         f'uri="sip:pbx.local", response="{response}", algorithm=SHA-256, cnonce="abc", nc=00000001, qop=auth\r\n'
     )
-    return register("bob", port, branch="z9hG4bKa2", cseq=2, authorization=authorization)
+    return register("bob", port, branch="z9hG4bKa2", cseq=2, authorization=authorization, expires=expires)
 
 
 def test_a_challenge_keeps_no_transaction_and_only_its_bytes_for_8_t1() -> None:
