@@ -273,7 +273,15 @@ class SqliteStore:
 
 
 class _WriteTransaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) under the lock."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` under the lock.
+
+    When a statement or the COMMIT itself fails (disk full, I/O error, busy),
+    the transaction is rolled back before the error goes on: SQLite may
+    otherwise leave the connection inside it, and every later ``BEGIN``
+    would fail ("cannot start a transaction within a transaction") until a
+    restart. An error of the ROLLBACK (SQLite may have rolled back already)
+    is ignored; the original error is the one raised.
+    """
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
@@ -293,7 +301,22 @@ class _WriteTransaction:
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         cursor = self._cursor
         try:
-            if cursor is not None:
-                cursor.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if cursor is None:
+                return
+            if exc_type is None:
+                try:
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    self._roll_back(cursor)
+                    raise
+            else:
+                self._roll_back(cursor)  # then the statement's error goes on
         finally:
             self._store._lock.release()
+
+    def _roll_back(self, cursor: sqlite3.Cursor) -> None:
+        try:
+            if cursor.connection.in_transaction:
+                cursor.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the original error matters; the next BEGIN will say if this did

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -125,6 +126,99 @@ def test_write_is_all_or_nothing(tmp_path):
             store.write([binding(contact="sip:new@h"), ("alice", "sip:kept@h"), ("only one",)])
         assert store.load() == [kept]
         assert store.version() == version
+
+
+def _fail_commits(store: SqliteStore, count: int) -> None:
+    """Make the next ``count`` COMMITs of ``store`` fail as a full or failing
+    disk would, after every statement succeeded: a save arms a deferred
+    foreign key that only COMMIT checks. SQLite then keeps the transaction
+    open (as it may for SQLITE_BUSY or an I/O error at COMMIT)."""
+    left = [count]
+
+    def fail() -> int:
+        left[0] -= 1
+        return int(left[0] >= 0)
+
+    connection = store._db()
+    connection.create_function("fail_commit", 0, fail)
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(
+        """
+        CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
+        CREATE TEMP TABLE child (
+            parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED
+        );
+        CREATE TEMP TRIGGER fail_commit AFTER INSERT ON main.bindings WHEN fail_commit()
+        BEGIN
+            INSERT INTO child (parent) VALUES (-1);
+        END;
+        """
+    )
+
+
+def test_sqlite_failed_commit_is_rolled_back_and_the_next_write_succeeds(tmp_path):
+    with SqliteStore(tmp_path / FILENAME) as store:
+        kept = binding(contact="sip:kept@h")
+        store.save(kept)
+        version = store.version()
+        _fail_commits(store, 1)
+        with pytest.raises(sqlite3.IntegrityError):  # the COMMIT's own error, not the ROLLBACK's
+            store.write([binding(contact="sip:lost@h"), ("alice", "sip:kept@h")])
+        assert not store._db().in_transaction
+        assert store.load() == [kept]
+        assert store.version() == version
+        later = binding(contact="sip:later@h")
+        store.write([later, ("alice", "sip:kept@h")])  # failed with "within a transaction" before
+        assert store.load() == [later]
+        changes = store.changes_since(version)
+        assert changes.saved == (later,)
+        assert changes.dropped == (("alice", "sip:kept@h"),)
+    with SqliteStore(tmp_path / FILENAME) as store:  # and it is on disk
+        assert store.load() == [later]
+
+
+def test_sqlite_failed_statement_is_rolled_back_and_the_next_write_succeeds(tmp_path):
+    with SqliteStore(tmp_path / FILENAME) as store:
+        store._db().execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON main.bindings WHEN NEW.contact = 'sip:bad@h'"
+            " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
+            store.write([binding(contact="sip:first@h"), binding(contact="sip:bad@h")])
+        assert not store._db().in_transaction
+        assert store.load() == []
+        good = binding(contact="sip:good@h")
+        store.save(good)
+        assert store.load() == [good]
+
+
+def test_sqlite_failed_rollback_does_not_hide_the_error(tmp_path):
+    class Connection:
+        in_transaction = True
+
+    class Cursor:
+        """COMMIT fails, and so does the ROLLBACK after it."""
+
+        connection = Connection()
+
+        def execute(self, statement: str) -> None:
+            if statement == "COMMIT":
+                raise sqlite3.OperationalError("disk I/O error")
+            raise sqlite3.OperationalError("cannot rollback")
+
+    with SqliteStore(tmp_path / FILENAME) as store:
+        transaction = store._write()
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            with transaction:
+                transaction._cursor = Cursor()  # type: ignore[assignment]
+        store._db().execute("ROLLBACK")  # the real BEGIN the fake cursor replaced
+        with pytest.raises(ValueError, match="mine"):  # a statement's error wins too
+            with store._write() as cursor:
+                cursor.execute("INSERT INTO meta (key, value) VALUES ('x', 1)")
+                raise ValueError("mine")
+        assert not store._db().in_transaction
+        store.save(binding())  # the lock was released and nothing is left open
+        assert store.load() == [binding()]
 
 
 def test_load_keeps_the_write_order_of_one_user(tmp_path):
