@@ -13,6 +13,32 @@ from sipfork.sip.uri import SipUri, parse_uri
 
 _intern = sys.intern
 
+# One int object per source port and one float per q value, shared by every
+# binding that has it: the shell hands over a new int with each datagram's
+# address (only -5..256 are shared by Python), and a phone's port is often
+# the same as many others' (5060). Bounded: at most 65536 ports; q values
+# (RFC 3261 qvalue: 0 to 1, three decimals) up to _SHARED_Q_LIMIT.
+_PORTS: dict[int, int] = {}
+_QS: dict[float, float] = {1.0: 1.0}
+_SHARED_Q_LIMIT = 1024
+
+
+def _shared_port(port: int) -> int:
+    if type(port) is not int or not 0 <= port <= 65535:
+        return port
+    return _PORTS.setdefault(port, port)
+
+
+def _shared_q(q: float) -> float:
+    if type(q) is not float:
+        return q
+    shared = _QS.get(q)
+    if shared is None:
+        if len(_QS) >= _SHARED_Q_LIMIT:
+            return q
+        _QS[q] = shared = q
+    return shared
+
 
 @frozen(kw_only=True, weakref_slot=False)  # no __weakref__ slot: 128 bytes, not 144, per binding
 class Binding:
@@ -24,7 +50,8 @@ class Binding:
 
     A registrar holds one of these per registered phone, so it is kept
     small: the strings many bindings share (source host, transport,
-    User-Agent) are interned, and the ``hop`` is worked out on first use
+    User-Agent) are interned, source ports and q values shared (see
+    ``_shared_port``), and the ``hop`` is worked out on first use
     (the planner asks for it on every call to the contact; most contacts
     are never called between two registrations).
     """
@@ -32,10 +59,10 @@ class Binding:
     user: str  # the registrar passes the configuration's own string; the store interns what it loads
     contact: str  # the Contact URI as the phone wrote it, without < >
     source_host: str = field(converter=_intern)
-    source_port: int
+    source_port: int = field(converter=_shared_port)
     transport: str = field(converter=_intern)  # "udp" | "tcp"
     expires_at: float  # wall-clock seconds since the epoch
-    q: float = 1.0
+    q: float = field(default=1.0, converter=_shared_q)
     call_id: str = ""
     cseq: int = 0
     user_agent: str = field(default="", converter=_intern)

@@ -9,9 +9,14 @@ an in-dialog request with ``find_contact``.
 A registrar holds one entry per registered phone, so the table is built
 for memory: two dicts (user -> bindings, and a loose URI key -> bindings
 for ``find_contact``) whose values are the binding itself when there is one
-(the usual case) and a tuple when there are several; the loose key of the
-usual contact ``sip:user@host:port`` is the contact text itself, so it costs
-no string of its own; the expiry heap holds the bindings themselves.
+(the usual case) and a tuple when there are several. Most phones register a
+contact whose user part is their user name (``sip:alice@192.0.2.7:5060``
+for alice): ``find_contact`` finds those through the first dict, by the
+user part of the URI it is asked for, and only the other contacts are in
+the second, so the usual binding costs one dict entry, not two. The loose
+key of the usual contact ``sip:user@host:port`` is the contact text itself,
+so it costs no string of its own; the expiry heap holds the bindings
+themselves.
 
 A binding is current while ``now < expires_at``. Expired bindings stay in the
 table (invisible to ``contacts`` / ``snapshot``) until ``expire(now)``
@@ -99,12 +104,16 @@ def _loose_key(uri: SipUri | TelUri) -> str:
     return text if uri.port is None else f"{text}:{uri.port}"
 
 
-def _key_of(contact: str) -> str:
-    """The index key of a contact: its loose key, or its own text when it
-    does not parse (then only the same text finds it)."""
+def _key_of(user: str, contact: str) -> str | None:
+    """The ``_by_key`` key of ``user``'s binding for ``contact``: None when
+    the contact's user part is ``user`` (``find_contact`` finds it through
+    the user), else its loose key, or its own text when it does not parse
+    (then only the same text finds it)."""
     parsed = _parse(contact)
     if parsed is None:
         return contact
+    if isinstance(parsed, SipUri) and parsed.user == user:
+        return None
     key = _loose_key(parsed)
     return contact if key == contact else key
 
@@ -247,18 +256,24 @@ class Location:
         equivalent URI (RFC 3261 §19.1.4). With several (one phone registered
         for two users), the latest registration wins. Expired bindings not
         yet removed by ``expire`` are found too."""
-        entry = self._by_key.get(uri)  # the usual contact is its own key
-        if entry is not None:
-            exact = [b for b in _as_tuple(entry) if b.contact == uri]
-            if exact:
-                return max(exact, key=_registered_at)
         wanted = _parse(uri)
         if wanted is None:
-            return None
-        entry = self._by_key.get(_loose_key(wanted))
-        if entry is None:
-            return None
-        candidates = _as_tuple(entry)
+            entry = self._by_key.get(uri)  # a contact that does not parse is its own key
+            exact = [b for b in _as_tuple(entry) if b.contact == uri] if entry is not None else []
+            return max(exact, key=_registered_at) if exact else None
+        # Who may hold it: the bindings under its loose key, and those of the
+        # user named by its user part (equivalent URIs have the same user).
+        key = _loose_key(wanted)
+        entry = self._by_key.get(key)
+        own = self._by_user.get(wanted.user) if isinstance(wanted, SipUri) and wanted.user is not None else None
+        if own is None:
+            if entry is None:
+                return None
+            candidates = _as_tuple(entry)
+        elif entry is None:
+            candidates = _as_tuple(own)
+        else:
+            candidates = _as_tuple(entry) + _as_tuple(own)
         matches = [b for b in candidates if b.contact == uri]
         if not matches:
             for binding in candidates:
@@ -267,7 +282,7 @@ class Location:
                     matches.append(binding)
         if not matches:
             return None
-        return max(matches, key=_registered_at)
+        return matches[0] if len(matches) == 1 else max(matches, key=_registered_at)
 
     def next_expiry(self) -> float | None:
         """When the earliest binding expires (``expire`` has work), or None."""
@@ -289,9 +304,9 @@ class Location:
         old = _put_into(self._by_user, binding.user, binding)
         if old is None:
             self._count += 1
-            _put_into(self._by_key, _key_of(binding.contact), binding)
-        else:
-            _put_into(self._by_key, self._key(old), binding)
+        key = _key_of(binding.user, binding.contact)  # the replaced one's too: same user and contact
+        if key is not None:
+            _put_into(self._by_key, key, binding)
         heapq.heappush(self._expiries, binding)
         if len(self._expiries) > self._count + (self._count >> 2) + 64:
             self._rebuild_expiries()
@@ -304,7 +319,9 @@ class Location:
         old = _remove_from(self._by_user, user, user, contact)
         if old is None:
             return None
-        _remove_from(self._by_key, self._key(old), user, contact)
+        key = self._key(old)
+        if key is not None:
+            _remove_from(self._by_key, key, user, contact)
         self._count -= 1
         self._snapshot = None
         return old
@@ -339,12 +356,12 @@ class Location:
 
     # -- helpers ----------------------------------------------------------
 
-    def _key(self, binding: Binding) -> str:
-        """The ``_by_key`` key ``binding`` is stored under (without parsing its
-        contact again when, as usual, the contact is its own key)."""
+    def _key(self, binding: Binding) -> str | None:
+        """The ``_by_key`` key ``binding`` is stored under, or None (without
+        parsing its contact again when it is its own key)."""
         if _holds(self._by_key.get(binding.contact), binding):
             return binding.contact
-        return _key_of(binding.contact)
+        return _key_of(binding.user, binding.contact)
 
     def _discard_stale_expiries(self) -> None:
         expiries = self._expiries

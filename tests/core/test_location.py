@@ -217,6 +217,10 @@ def test_shared_strings_are_interned():
     second = binding(user_agent="".join(["Phone", "/1.0"]), source_host="".join(["192.0.2", ".1"]))
     assert first.user_agent is second.user_agent
     assert first.source_host is second.source_host and first.transport is second.transport
+    port, q = int("5062"), float("0.5")
+    assert binding(source_port=port, q=q).source_port is binding(source_port=int("5062"), q=float("0.5")).source_port
+    assert binding(q=q).q is binding(q=float("0.5")).q
+    assert binding(q=1).q == 1 and type(binding(q=1).q) is int  # only floats are shared
 
 
 def test_find_contact_with_several_bindings_under_one_key():
@@ -231,18 +235,58 @@ def test_find_contact_with_several_bindings_under_one_key():
     assert location.find_contact("sip:desk@192.0.2.9:5060;x=1") == b  # equivalent: latest wins
     assert location.find_contact("sip:carol@[2001:db8::1]:5062") == v6
     assert location.lookup("bob", "sip:desk@192.0.2.9:5060") == b
+    # carol's contact names carol: found through her user, not in the loose-key index
+    assert location._by_key.keys() == {"sip:desk@192.0.2.9:5060"}
     location.drop("bob", "sip:desk@192.0.2.9:5060;ob")
     assert location.find_contact("sip:desk@192.0.2.9:5060;x=1") == a
     location.drop("alice", "sip:desk@192.0.2.9:5060")
     assert location.find_contact("sip:desk@192.0.2.9:5060") is None
-    assert location._by_key.keys() == {"sip:carol@[2001:db8::1]:5062"}
+    assert location._by_key == {}
     location.drop("carol", "sip:carol@[2001:DB8::1]:5062")
+    assert location.find_contact("sip:carol@[2001:db8::1]:5062") is None
     assert location._by_key == {} and location._by_user == {} and len(location) == 0
 
 
+def test_find_contact_through_the_user_part_and_the_loose_key_index():
+    # The usual contact names its user and is found through it; the same
+    # phone registered by another user too: both are candidates, latest wins.
+    own = binding(user="desk", contact="sip:desk@192.0.2.9:5060", registered_at=T0)
+    location = Location([own])
+    assert location._by_key == {}
+    assert location.find_contact("sip:desk@192.0.2.9:5060") == own
+    assert location.find_contact("sip:desk@192.0.2.9:5060;ob") == own  # equivalent
+    assert location.find_contact("sip:%64esk@192.0.2.9:5060") == own  # escaped user part
+    assert location.find_contact("sip:desk@192.0.2.9:5061") is None
+    assert location.find_contact("sip:other@192.0.2.9:5060") is None
+    assert location.find_contact("tel:+15551234") is None
+    other = binding(user="bob", contact="sip:desk@192.0.2.9:5060", registered_at=T0 + 1)
+    location.put(other)
+    assert location.find_contact("sip:desk@192.0.2.9:5060") == other
+    location.put(binding(user="desk", contact="sip:desk@192.0.2.9:5060", registered_at=T0 + 2))
+    assert location.find_contact("sip:desk@192.0.2.9:5060").user == "desk"
+    assert location._by_key.keys() == {"sip:desk@192.0.2.9:5060"}
+    # an escaped user part still names its user; a tel URI and a URI that
+    # does not parse are in the index
+    odd = [binding(user="desk", contact="sip:%64esk@192.0.2.8"), binding(user="tel", contact="tel:+15551234"),
+           binding(user="x", contact="not a uri")]
+    for each in odd:
+        location.put(each)
+    assert location._by_key.keys() == {"sip:desk@192.0.2.9:5060", "tel:+15551234", "not a uri"}
+    assert location.find_contact("sip:desk@192.0.2.8") == odd[0]
+    assert location.find_contact("tel:+15551234") == odd[1]
+    assert location.find_contact("not a uri") == odd[2]
+    for each in odd:
+        assert location.drop(each.user, each.contact) == each
+    location.drop("bob", "sip:desk@192.0.2.9:5060")
+    assert location._by_key == {} and len(location) == 1
+    assert location.expire(T0 + 10**9) == [DropBinding(user="desk", contact="sip:desk@192.0.2.9:5060")]
+    assert location.find_contact("sip:desk@192.0.2.9:5060") is None and len(location) == 0
+
+
 def test_a_refreshed_contact_keys_the_index_with_the_new_binding_text():
-    location = Location([binding(contact="".join(["sip:alice@", "192.0.2.1:5062"]))])
-    refreshed = binding(contact="".join(["sip:alice@192.0.2.1", ":5062"]), cseq=2)
+    # (bob's contact names alice: it is in the loose-key index)
+    location = Location([binding(user="bob", contact="".join(["sip:alice@", "192.0.2.1:5062"]))])
+    refreshed = binding(user="bob", contact="".join(["sip:alice@192.0.2.1", ":5062"]), cseq=2)
     location.put(refreshed)
     [key] = location._by_key
     assert key is refreshed.contact  # the replaced binding's text is not kept alive by the index
