@@ -208,14 +208,13 @@ def test_sqlite_failed_rollback_does_not_hide_the_error(tmp_path):
 
     with SqliteStore(tmp_path / FILENAME) as store:
         transaction = store._write()
-        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
-            with transaction:
-                transaction._cursor = Cursor()  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"), transaction:
+            transaction._cursor = Cursor()  # type: ignore[assignment]
         store._db().execute("ROLLBACK")  # the real BEGIN the fake cursor replaced
-        with pytest.raises(ValueError, match="mine"):  # a statement's error wins too
-            with store._write() as cursor:
-                cursor.execute("INSERT INTO meta (key, value) VALUES ('x', 1)")
-                raise ValueError("mine")
+        # A statement's error wins too.
+        with pytest.raises(ValueError, match="mine"), store._write() as cursor:
+            cursor.execute("INSERT INTO meta (key, value) VALUES ('x', 1)")
+            raise ValueError("mine")
         assert not store._db().in_transaction
         store.save(binding())  # the lock was released and nothing is left open
         assert store.load() == [binding()]
