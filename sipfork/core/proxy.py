@@ -31,6 +31,7 @@ from sipfork.core.interfaces import Interfaces, hop_for_uri
 from sipfork.core.location import Location
 from sipfork.core.registrar import Registrar
 from sipfork.core.transactions import ServerState, ServerTransaction, Terminated, TimedOut, Timers
+from sipfork.core.transactions.base import linger_until
 from sipfork.core.upstream import Upstream, caller_of, via_marks
 from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
 from sipfork.routing.planner import plan_call
@@ -68,8 +69,8 @@ class Core:
         # (Completed, RFC 3261 §17.2.2): all they still do is resend that
         # response until Timer J, so only the response is kept, by key, and
         # the keys in groups by deadline (Timer J is the same 64*T1 for all:
-        # first in, first out; a group spans at most 0.1 s and its members
-        # end together, up to 0.1 s after their own Timer J: harmless).
+        # first in, first out; a group is the requests whose Timer J ends in
+        # the same second of the linger grid, transactions/base.py).
         # Keyed by one string (branch, sent-by host and port, method): a
         # tuple of four objects costs twice as much, for 32 s per request.
         self._completed: dict[str, Send] = {}
@@ -80,6 +81,11 @@ class Core:
         self._call_keys: dict[CallContext, tuple[str, str, int, str]] = {}  # the way back
         self._heap: list[tuple[float, int, object]] = []
         self._armed: dict[object, float] = {}
+        # Objects whose deadline may have changed, armed on the heap only when
+        # the shell asks for the next deadline, after it sent what a message
+        # produced: the heap work stays off the path from an INVITE in to its
+        # branches out, and an object touched several times is armed once.
+        self._dirty: dict[object, None] = {}
         self._expiry: float | None = None  # see _next_expiry
         self._expiry_known = False
         self._sequence = itertools.count()
@@ -119,6 +125,11 @@ class Core:
         return effects
 
     def next_deadline(self) -> float | None:
+        """The earliest deadline of anything the core waits for; the shell
+        asks after carrying out each batch of effects (it also arms what
+        the batch changed)."""
+        if self._dirty:
+            self._arm_dirty()
         heap = self._heap
         armed = self._armed
         while heap:
@@ -145,6 +156,8 @@ class Core:
             while order and order[0][0] <= now:
                 for key in order.popleft()[1]:
                     completed.pop(key, None)  # Timer J: Terminated
+        if self._dirty:
+            self._arm_dirty()
         while self._heap and self._heap[0][0] <= now:
             deadline, _, obj = heapq.heappop(self._heap)
             if self._armed.get(obj) != deadline:
@@ -157,6 +170,7 @@ class Core:
             elif isinstance(obj, ServerTransaction):
                 self._server_outputs(obj, obj.handle_timer(now))
             self._schedule(obj)
+            self._arm_dirty()  # a deadline already due is handled in this call
         expiry = self._next_expiry()
         if expiry is not None and expiry <= now:
             self._expiry_known = False
@@ -239,15 +253,24 @@ class Core:
         self._effects.append(Log(level=level, message=message))
 
     def _schedule(self, obj: object) -> None:
-        deadline = obj.deadline()  # type: ignore[attr-defined]
-        if deadline is None:
-            self._armed.pop(obj, None)
-        elif self._armed.get(obj) != deadline:
-            self._armed[obj] = deadline
-            heapq.heappush(self._heap, (deadline, next(self._sequence), obj))
+        self._dirty[obj] = None
 
     def _unschedule(self, obj: object) -> None:
+        self._dirty.pop(obj, None)
         self._armed.pop(obj, None)
+
+    def _arm_dirty(self) -> None:
+        armed = self._armed
+        heap = self._heap
+        sequence = self._sequence
+        for obj in self._dirty:
+            deadline = obj.deadline()  # type: ignore[attr-defined]
+            if deadline is None:
+                armed.pop(obj, None)
+            elif armed.get(obj) != deadline:
+                armed[obj] = deadline
+                heapq.heappush(heap, (deadline, next(sequence), obj))
+        self._dirty.clear()
 
     # -- requests ----------------------------------------------------------
 
@@ -546,10 +569,11 @@ class Core:
         """Answer the request ``key`` again with ``response`` until ``deadline``."""
         text = _completed_key(key)
         self._completed[text] = response
-        if order and deadline <= order[-1][0] < deadline + 0.1:
+        deadline = linger_until(deadline)  # one wake-up ends the whole group
+        if order and order[-1][0] == deadline:
             order[-1][1].append(text)
         else:
-            order.append((deadline + 0.1, [text]))
+            order.append((deadline, [text]))
 
     def _forget_server(self, transaction: ServerTransaction) -> None:
         key, data = self._server_keys.pop(transaction, (None, b""))

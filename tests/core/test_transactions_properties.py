@@ -34,12 +34,15 @@ from sipfork.core.transactions import (
     Timers,
     TransactionError,
 )
+from sipfork.core.transactions.base import LINGER_GRID
 from sipfork.routing.plan import Hop
 from sipfork.sip.message import Request, Response, parse_message
 
 T0 = 5000.0
 TIMERS = Timers()
-LIFETIME = 64 * TIMERS.t1 + TIMERS.t4  # the longest a transaction lingers after its final
+# The longest a transaction lingers after its final (the lingering timers
+# end on a grid, up to LINGER_GRID after their RFC value).
+LIFETIME = 64 * TIMERS.t1 + TIMERS.t4 + LINGER_GRID
 SLACK = 1e-6
 CALLER = ("192.0.2.10", 40000)
 STATUSES = [100, 180, 183, 200, 202, 300, 302, 401, 404, 486, 487, 500, 503, 600, 603, 699]
@@ -344,9 +347,9 @@ def client_end_by(
     """The latest a client transaction driven on time may live."""
     timeout = 64 * TIMERS.t1
     if not invite:
-        return T0 + timeout + TIMERS.t4  # Timer F, or Timer K after a final before it
+        return T0 + timeout + TIMERS.t4 + LINGER_GRID  # Timer F, or Timer K after a final before it
     if final_at is not None:
-        return final_at + max(timeout, TIMERS.timer_d)  # Timer M or Timer D
+        return final_at + max(timeout, TIMERS.timer_d) + LINGER_GRID  # Timer M or Timer D
     ends = []
     if not provisional:
         ends.append(T0 + timeout)  # Timer B

@@ -15,6 +15,7 @@ from sipfork.core.transactions.base import (
     Timers,
     Transaction,
     TransactionError,
+    linger_until,
 )
 from sipfork.core.transactions.states import (
     INVITE_CLIENT,
@@ -198,11 +199,11 @@ class ClientTransaction(Transaction):
         if state is ClientState.COMPLETED:
             linger = Event.TIMER_D if self.is_invite else Event.TIMER_K
             if self._linger:
-                timers[linger] = now + self._linger
+                timers[linger] = linger_until(now + self._linger)
             else:
                 self._event(linger, now, out)
         elif state is ClientState.ACCEPTED:
-            timers[Event.TIMER_M] = now + self._timeout
+            timers[Event.TIMER_M] = linger_until(now + self._timeout)
         elif state is ClientState.TERMINATED:
             out.append(TERMINATED)
 

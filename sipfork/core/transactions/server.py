@@ -13,6 +13,7 @@ from sipfork.core.transactions.base import (
     Timers,
     Transaction,
     TransactionError,
+    linger_until,
 )
 from sipfork.core.transactions.states import (
     INVITE_SERVER,
@@ -169,16 +170,16 @@ class ServerTransaction(Transaction):
                     timers[Event.TIMER_G] = now + self._interval_g
                 timers[Event.TIMER_H] = now + self._timeout
             elif self._linger_j:
-                timers[Event.TIMER_J] = now + self._linger_j
+                timers[Event.TIMER_J] = linger_until(now + self._linger_j)
             else:
                 self._event(Event.TIMER_J, now, out)
         elif state is ServerState.CONFIRMED:
             if self._linger_i:
-                timers[Event.TIMER_I] = now + self._linger_i
+                timers[Event.TIMER_I] = linger_until(now + self._linger_i)
             else:
                 self._event(Event.TIMER_I, now, out)
         elif state is ServerState.ACCEPTED:
-            timers[Event.TIMER_L] = now + self._timeout
+            timers[Event.TIMER_L] = linger_until(now + self._timeout)
         elif state is ServerState.TERMINATED:
             out.append(TERMINATED)
 
