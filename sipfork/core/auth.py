@@ -82,6 +82,7 @@ class Authenticator:
     ) -> None:
         self._config = config
         self._secret = secret
+        self._keyed_mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._nonce_lifetime = nonce_lifetime
         self._remembered_nonces = remembered_nonces
         self._counter = 0
@@ -198,7 +199,9 @@ class Authenticator:
 
     def _mac(self, issued_ms: int, counter: int, *, realm: str, source_host: str) -> str:
         message = f"{issued_ms:x}|{counter:x}|{source_host.lower()}|{realm}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+        mac = self._keyed_mac.copy()  # the key is already padded and hashed in
+        mac.update(message)
+        return mac.hexdigest()[:32]
 
     def _make_nonce(self, *, realm: str, source_host: str, now: float) -> str:
         issued_ms = max(0, int(now * 1000))

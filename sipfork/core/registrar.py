@@ -129,6 +129,8 @@ class Registrar:
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.max_bindings = max_bindings
+        self._date_second: int | None = None
+        self._date_text = ""
 
     def reload(self, config: Config) -> None:
         """Use a new configuration (the authenticator's too). Bindings of users
@@ -223,16 +225,26 @@ class Registrar:
                 request, user, contacts, header_expires, call_id, cseq, source, transport, now
             )
         effects = self._apply(user.name, changes)
-        # Step 8: the current bindings.
-        current = self._location.contacts(user.name, now)
-        summary = ", ".join(
-            f"{b.contact} via {b.transport} {b.source_host}:{b.source_port} for {_remaining(b, now)}s"
-            for b in current
-        ) or "no contacts"
-        effects.append(Log(level=logging.INFO, message=f"REGISTER {user.name}: {summary}"))
-        headers = [("Contact", _contact_value(b, now)) for b in current]
-        headers.append(("Date", http_date(now)))
+        # Step 8: the current bindings; the log line says the same (one pass).
+        headers: list[tuple[str, str]] = []
+        summary: list[str] = []
+        for b in self._location.contacts(user.name, now):
+            remaining = _remaining(b, now)
+            headers.append(("Contact", _contact_value(b, remaining)))
+            summary.append(f"{b.contact} via {b.transport} {b.source_host}:{b.source_port} for {remaining}s")
+        effects.append(
+            Log(level=logging.INFO, message=f"REGISTER {user.name}: {', '.join(summary) or 'no contacts'}")
+        )
+        headers.append(("Date", self._http_date(now)))
         return self._respond(request, source, 200, headers=tuple(headers), effects=tuple(effects))
+
+    def _http_date(self, now: float) -> str:
+        """``http_date(now)``, built once per second (a Date has no fraction)."""
+        second = math.floor(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date_text = http_date(second)
+        return self._date_text
 
     def _aor_user(self, to: NameAddr) -> User:
         uri = to.uri
@@ -454,8 +466,8 @@ def _format_q(q: float) -> str:
     return text or "0"
 
 
-def _contact_value(binding: Binding, now: float) -> str:
-    value = f"<{binding.contact}>;expires={_remaining(binding, now)}"
+def _contact_value(binding: Binding, remaining: int) -> str:
+    value = f"<{binding.contact}>;expires={remaining}"
     if binding.q != 1.0:
         value += f";q={_format_q(binding.q)}"
     return value

@@ -28,6 +28,16 @@ ALGORITHMS: dict[str, str] = {
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 _NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
+# The usual auth-param list: ``name=token`` or ``name="text"`` (no backslash),
+# white space around ``=``, a comma after each but the last, extra commas and
+# white space anywhere between. Names, values and separators use disjoint
+# characters, so a failing match backtracks only linearly.
+_TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
+_WHITE = r"[ \t\r\n]*"
+_PARAM_RE = re.compile(rf'({_TOKEN}){_WHITE}={_WHITE}(?:"([^"\\]*)"|({_TOKEN}))')
+_PARAM_LIST_RE = re.compile(
+    rf'[ \t\r\n,]*(?:{_TOKEN}{_WHITE}={_WHITE}(?:"[^"\\]*"|{_TOKEN}){_WHITE}(?:,[ \t\r\n,]*|\Z))*'
+)
 
 
 def canonical_algorithm(name: str) -> str:
@@ -70,11 +80,38 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
     """Split ``Scheme name=value, name="quoted"`` into the scheme and lowercase-named params.
 
     Quoted values are unescaped; a repeated name keeps its first value.
+
+    The usual list (tokens and quoted strings without backslashes, commas
+    between them) is checked and split by two compiled expressions; anything
+    else (escapes, a syntax error) goes through the exact character loop,
+    which also words the errors. Both give the same result (a hypothesis test
+    compares them).
     """
     text = value.strip(" \t\r\n")
     scheme, _, rest = text.partition(" ")
     if not scheme or _TOKEN_RE.fullmatch(scheme) is None:
         raise RemoteProtocolError(f"bad authentication scheme in {value[:60]!r}")
+    if _PARAM_LIST_RE.fullmatch(rest) is None:
+        return scheme, _parse_param_list(value, rest)
+    params: dict[str, str] = {}
+    for name, quoted, token in _PARAM_RE.findall(rest):
+        name = name.lower()
+        if name not in params:
+            params[name] = quoted or token
+    return scheme, params
+
+
+def _parse_auth_params_exact(value: str) -> tuple[str, dict[str, str]]:
+    """``parse_auth_params`` by the character loop alone (the reference for tests)."""
+    text = value.strip(" \t\r\n")
+    scheme, _, rest = text.partition(" ")
+    if not scheme or _TOKEN_RE.fullmatch(scheme) is None:
+        raise RemoteProtocolError(f"bad authentication scheme in {value[:60]!r}")
+    return scheme, _parse_param_list(value, rest)
+
+
+def _parse_param_list(value: str, rest: str) -> dict[str, str]:
+    """The auth-params after the scheme, one character at a time (any input)."""
     params: dict[str, str] = {}
     i = 0
     n = len(rest)
@@ -123,7 +160,7 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
             i += 1
         if i < n and rest[i] != ",":
             raise RemoteProtocolError(f"missing comma after {name!r}")
-    return scheme, params
+    return params
 
 
 def _digest_params(value: str) -> dict[str, str]:

@@ -300,6 +300,24 @@ def test_register_with_credentials(setup, algorithm):
     assert response.to_tag
 
 
+def test_date_follows_the_clock_to_the_second(setup):
+    """The Date text is kept for the second it names, and only for it."""
+    registrar, _, _ = setup
+    phone = Phone(registrar)
+    dates = []
+    for now in (T0 + 1.2, T0 + 1.9, T0 + 2.0, T0 + 1.5, T0 + 86400.7):
+        result = phone.register(now)
+        assert result.status == 200
+        dates.append(parse_response(result).header("Date"))
+    assert dates == [
+        "Tue, 14 Nov 2023 22:13:21 GMT",
+        "Tue, 14 Nov 2023 22:13:21 GMT",
+        "Tue, 14 Nov 2023 22:13:22 GMT",
+        "Tue, 14 Nov 2023 22:13:21 GMT",  # a clock stepped back is followed too
+        "Wed, 15 Nov 2023 22:13:20 GMT",
+    ]
+
+
 def test_per_user_algorithms(setup):
     registrar, _, _ = setup
     result = Phone(registrar, user="bob", algorithm="MD5").send(T0)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipfork.sip.digest import (
     Challenge,
     Credentials,
+    _parse_auth_params_exact,
     digest_response,
     format_challenge,
     format_credentials,
+    parse_auth_params,
     parse_challenge,
     parse_credentials,
 )
@@ -112,3 +116,91 @@ def test_bad_credentials(value: str) -> None:
 def test_bad_challenges(value: str) -> None:
     with pytest.raises(RemoteProtocolError):
         parse_challenge(value)
+
+
+# -- the regular-expression fast path of parse_auth_params ----------------------
+
+_TOKEN_CHARS = "abcXYZ019.!%*_+`'~-"
+_tokens = st.text(alphabet=_TOKEN_CHARS, min_size=1, max_size=6)
+_white = st.text(alphabet=" \t\r\n", max_size=2)
+# Quoted text with what makes the loop work: escapes, quotes, commas, '=', CR LF.
+_quoted_text = st.lists(
+    st.sampled_from(list('ab ,=\\"\t\r\n\u00e9') + ["\\\\", '\\"']), max_size=8
+).map("".join)
+
+
+def _plain_quoted(text: str) -> str:
+    return '"' + text.replace("\\", "").replace('"', "") + '"'
+
+
+def _escaped_quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@st.composite
+def _auth_param_lists(draw: st.DrawFn) -> str:
+    """``Scheme`` and an auth-param list: well formed, or with one flaw (``broken``)."""
+    broken = draw(st.booleans())
+
+    def pick(good: st.SearchStrategy[str], bad: st.SearchStrategy[str]) -> str:
+        if broken and draw(st.integers(min_value=0, max_value=4)) == 0:
+            return draw(bad)
+        return draw(good)
+
+    parts = [pick(st.sampled_from(["Digest", "digest", "DIGEST"]), st.sampled_from(["Dig:est", "", "é"])), " "]
+    parts.append(draw(st.text(alphabet=" ,\t", max_size=3)))
+    for index in range(draw(st.integers(min_value=0, max_value=5))):
+        if index:
+            parts.append(pick(st.sampled_from([",", ", ", " ,", ",,", " , \t", ",\r\n "]), st.sampled_from([" ", ""])))
+        parts.append(pick(_tokens, st.sampled_from(["", "na me", "é", '"a"'])))
+        parts += [draw(_white), pick(st.just("="), st.sampled_from(["", ":", "=="])), draw(_white)]
+        parts.append(
+            pick(
+                st.one_of(_tokens, _quoted_text.map(_plain_quoted), _quoted_text.map(_escaped_quoted)),
+                st.one_of(
+                    _quoted_text.map(lambda text: f'"{text}"'),  # escapes, or a stray quote
+                    _quoted_text.map(lambda text: f'"{text}'),  # unterminated
+                    st.sampled_from(["", "a b", "x;y", '"a"b', '"a\\"']),
+                ),
+            )
+        )
+        parts.append(draw(_white))
+    parts.append(draw(st.text(alphabet=" ,\t\r\n", max_size=3)))
+    return "".join(parts)
+
+
+def _outcome(parse, value: str) -> object:
+    try:
+        return parse(value)
+    except RemoteProtocolError as error:
+        return ("error", str(error), error.status)
+
+
+@settings(max_examples=2000)
+@given(_auth_param_lists())
+def test_parse_auth_params_equals_the_character_loop(value: str) -> None:
+    assert _outcome(parse_auth_params, value) == _outcome(_parse_auth_params_exact, value)
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(list('Digest a=",\\ \t\r\n') + ["\u00e9", "\x00"]), max_size=30))
+def test_parse_auth_params_equals_the_character_loop_on_any_text(value: str) -> None:
+    assert _outcome(parse_auth_params, value) == _outcome(_parse_auth_params_exact, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (
+            'Digest username="u000001",realm="bench.local",cnonce="6b8b4567",nc=00000001,qop=auth,'
+            'uri="sip:bench.local",nonce="18bfcc1a2c0.1.0123",response="0123abcd",algorithm=MD5'
+        ),
+        'Digest realm="a\\"b", nonce=x',  # an escape: the loop
+        "Digest  , a = b ,, c=\"\" ,",
+        "Digest a=b c=d",  # missing comma: the loop words the error
+        'Digest a="unterminated',
+        "Digest A=1, a=2",  # the first of a repeated name
+    ],
+)
+def test_parse_auth_params_examples(value: str) -> None:
+    assert _outcome(parse_auth_params, value) == _outcome(_parse_auth_params_exact, value)
