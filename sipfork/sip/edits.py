@@ -15,8 +15,7 @@ from operator import itemgetter
 from sipfork.sip.builder import InviteLines
 from sipfork.sip.errors import LocalProtocolError, RemoteProtocolError
 from sipfork.sip.grammar import header_key, split_outside
-from sipfork.sip.headers import set_via_received
-from sipfork.sip.message import (
+from sipfork.sip.header_index import (
     FOLDED,
     KEY,
     LINE_END,
@@ -24,10 +23,9 @@ from sipfork.sip.message import (
     VALUE_END,
     VALUE_START,
     Field,
-    Message,
-    Request,
-    Response,
 )
+from sipfork.sip.headers import set_via_received
+from sipfork.sip.message import Message, Request, Response
 
 CRLF = b"\r\n"
 # (start, end, replacement): an insertion has start == end.

@@ -470,7 +470,7 @@ LINE_PIECES = [b"\r\n", b"\n", b"\r", b"Via: a", b" b", b"\tc", b"l:1", b"X :  y
 @QUICK
 @given(st.lists(st.sampled_from(LINE_PIECES), max_size=10), st.integers(0, 3))
 def test_fast_and_general_indexing_agree(pieces: list[bytes], start: int) -> None:
-    from sipfork.sip import message
+    from sipfork.sip import header_index
 
     data = b"".join(pieces)
     start = min(start, len(data))
@@ -481,4 +481,4 @@ def test_fast_and_general_indexing_agree(pieces: list[bytes], start: int) -> Non
         except RemoteProtocolError:
             return "rejected"
 
-    assert run(message._index_headers) == run(message._index_lines)
+    assert run(header_index._index_headers) == run(header_index._index_lines)
