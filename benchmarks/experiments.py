@@ -1,9 +1,12 @@
 """The measurements: contacts, a batch of calls, fork latency, throughput
 steps, registration memory, and the smoke run.
 
-One proxy at a time: the harness starts it, registers the three contacts,
-measures, stops it, then does the same for the next proxy, so the two never
-compete for the machine's cores.
+Throughput and memory, one proxy at a time: the harness starts it,
+registers the three contacts, measures, stops it, then does the same for the
+next proxy, so the two never compete for the machine's cores. Fork latency
+(10 calls/s) has both proxies running and registered at once and alternates
+their runs (runner.latency_interleaved): the machine's drift over minutes
+then falls on both alike; the idle proxy's CPU is recorded with each run.
 """
 
 from __future__ import annotations
@@ -252,6 +255,42 @@ def cpu_deltas(before: list[ProcessCpu], after: list[ProcessCpu]) -> list[dict]:
 # --- fork latency ----------------------------------------------------------
 
 
+def latency_run(
+    proxy: Proxy,
+    layout: Layout,
+    workdir: Path,
+    *,
+    run: int,
+    runs: int,
+    calls: int,
+    rate: float,
+    callers: int = 1,
+    log: Log = _quiet,
+) -> dict:
+    """One batch at low load (run `run` of `runs`, counted from 0), captured
+    on loopback and matched."""
+    pcap = workdir / f"latency-{run}.pcap"
+    cap = capture.Capture(pcap, capture.capture_filter(layout.sipp_endpoints(callers)))
+    cap.start()
+    try:
+        batch = run_calls(
+            proxy, layout, workdir, rate=rate, calls=calls, tag=f"latency-{run}", callers=callers
+        )
+    finally:
+        cap.stop()
+    result = capture.analyse(pcap, layout.caller_endpoints(callers), layout.contacts)
+    result["batch"] = batch.as_dict()
+    result["capture_dropped"] = cap.dropped()
+    s = result["summary"]
+    log(
+        f"  {proxy.name} latency run {run + 1}/{runs}: {batch.completed}/{calls} calls, "
+        f"first branch p50 {s['invite_first_branch']['p50']:.0f} us, "
+        f"last branch p50 {s['invite_last_branch']['p50']:.0f} us, "
+        f"200->last CANCEL p50 {s['ok_last_cancel']['p50']:.0f} us"
+    )
+    return result
+
+
 def latency(
     proxy: Proxy,
     layout: Layout,
@@ -263,30 +302,14 @@ def latency(
     callers: int = 1,
     log: Log = _quiet,
 ) -> list[dict]:
-    """`runs` batches at low load, each captured on loopback and matched."""
-    out = []
-    for run in range(runs):
-        pcap = workdir / f"latency-{run}.pcap"
-        cap = capture.Capture(pcap, capture.capture_filter(layout.sipp_endpoints(callers)))
-        cap.start()
-        try:
-            batch = run_calls(
-                proxy, layout, workdir, rate=rate, calls=calls, tag=f"latency-{run}", callers=callers
-            )
-        finally:
-            cap.stop()
-        result = capture.analyse(pcap, layout.caller_endpoints(callers), layout.contacts)
-        result["batch"] = batch.as_dict()
-        result["capture_dropped"] = cap.dropped()
-        out.append(result)
-        s = result["summary"]
-        log(
-            f"  {proxy.name} latency run {run + 1}/{runs}: {batch.completed}/{calls} calls, "
-            f"first branch p50 {s['invite_first_branch']['p50']:.0f} us, "
-            f"last branch p50 {s['invite_last_branch']['p50']:.0f} us, "
-            f"200->last CANCEL p50 {s['ok_last_cancel']['p50']:.0f} us"
+    """`runs` batches at low load on one proxy, one after the other (the
+    harness interleaves the proxies' runs instead: runner.latency_interleaved)."""
+    return [
+        latency_run(
+            proxy, layout, workdir, run=run, runs=runs, calls=calls, rate=rate, callers=callers, log=log
         )
-    return out
+        for run in range(runs)
+    ]
 
 
 # --- throughput ------------------------------------------------------------

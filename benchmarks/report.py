@@ -64,6 +64,50 @@ def latency_table(results: dict) -> dict[str, dict[str, dict[str, float | None]]
     return out
 
 
+def _latency_order(results: dict, present: list[str]) -> list[str]:
+    """How the latency runs were ordered, and, when they alternated, each
+    pair's p50 of the last forked INVITE with its ratio (drift shows here)."""
+    info = results["meta"].get("latency") or {}
+    if not info.get("interleaved"):
+        if len([p for p in present if results["proxies"][p].get("latency")]) > 1:
+            return [
+                "",
+                (
+                    "Runs not interleaved: all of one proxy's runs, then all of the other's "
+                    "(each proxy running alone), so drift of the machine's load goes into the ratios."
+                ),
+            ]
+        return []
+    lines = [
+        "",
+        (
+            f"Runs interleaved, in this order: {', '.join(info.get('order') or []) or 'none'}. "
+            "Both proxies were running (each registered with the three contacts) from before the "
+            "first run to after the last; each was idle during the other's runs."
+        ),
+    ]
+    runs = {p: {r.get("run"): r for r in results["proxies"][p].get("latency") or []} for p in present}
+    idle = [
+        v for p in present for r in runs[p].values() for v in (r.get("idle_proxies_cpu_s") or {}).values()
+    ]
+    if idle:
+        lines[-1] += f" CPU of the idle proxy over a run: at most {max(idle):.2f} s."
+    if all(p in runs for p in PROXIES) and runs["sipfork"] and runs["kamailio"]:
+        metric = "invite_last_branch"
+        lines += [
+            "",
+            f"Each pair of runs, p50 of {METRICS[metric]} (µs):",
+            "",
+            "| run | kamailio | sipfork | ratio |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for n in sorted(set(runs["kamailio"]) | set(runs["sipfork"]), key=lambda x: x or 0):
+            k = runs["kamailio"].get(n, {}).get("summary", {}).get(metric, {}).get("p50")
+            sf = runs["sipfork"].get(n, {}).get("summary", {}).get(metric, {}).get("p50")
+            lines.append(f"| {n} | {_fmt(k)} | {_fmt(sf)} | {_ratio(sf, k)} |")
+    return lines
+
+
 def _present(results: dict) -> list[str]:
     return [p for p in PROXIES if p in results.get("proxies", {})]
 
@@ -166,6 +210,7 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                     f"- {name}: {calls} calls captured, {full} forked to all 3 contacts, "
                     f"{cancels} with both CANCELs, {failed} failed calls."
                 )
+        lines += _latency_order(results, present)
         if "latency" in figures:
             lines += ["", f"![latency distributions]({figures['latency']})"]
         lines.append("")
@@ -472,6 +517,11 @@ def _warnings(results: dict) -> list[str]:
             f"The machine was busy before the run (1-minute load {load:.2f} on {nproc} cores): "
             "other work competed for the CPU, so latencies and the highest rate are pessimistic."
         )
+    latency = meta.get("latency") or {}
+    for key in ("uptime_before", "uptime_after"):
+        load = _load1(latency.get(key, ""))
+        if load is not None and load > 1.2 * nproc:
+            out.append(f"Load was {load:.2f} around the latency runs ({key.replace('_', ' ')}).")
     for p in _present(results):
         r = results["proxies"][p]
         for key in ("uptime_before", "uptime_after"):
@@ -484,11 +534,19 @@ def _warnings(results: dict) -> list[str]:
         err = t.get("error")
         if err and err != results["proxies"][t["proxy"]].get("error"):
             out.append(f"{t['label']}: {err.splitlines()[0][:300]}")
-    revs = {results["proxies"][p].get("git") for p in _present(results)} - {None}
+    revs = {results["proxies"][p].get(k) for p in _present(results) for k in ("git", "latency_git")} - {None}
     if revs and revs != {meta["versions"]["git"]}:
         out.append(
             "The repository moved during the run (sipfork is installed editable): "
-            + ", ".join(f"{p} measured at git {results['proxies'][p].get('git')}" for p in _present(results))
+            + ", ".join(
+                f"{p} measured at git {results['proxies'][p].get('git')}"
+                + (
+                    f" (latency at {results['proxies'][p]['latency_git']})"
+                    if results["proxies"][p].get("latency_git") not in (None, results["proxies"][p].get("git"))
+                    else ""
+                )
+                for p in _present(results)
+            )
             + "."
         )
     if not all(p in results["proxies"] for p in PROXIES):

@@ -304,8 +304,14 @@ def _run_benchmark(opts: Options) -> dict:
     # Kamailio first: it is the reference, and if sipfork fails the
     # reference numbers are still there.
     order = [p for p in ("kamailio", "sipfork") if p in opts.proxies]
+    if "latency" in opts.parts:
+        # both proxies up at once, their runs alternating (see latency_interleaved)
+        by_proxy, results["meta"]["latency"] = latency_interleaved(order, layout, out, opts)
+        for name in order:
+            results["proxies"][name] = by_proxy[name]
+        _save(out, results)
     for name in order:
-        results["proxies"][name] = run_proxy(name, layout, out / name, opts)
+        results["proxies"][name] = run_proxy(name, layout, out / name, opts, results["proxies"].get(name))
         _save(out, results)
 
     if "micro" in opts.parts:
@@ -328,40 +334,130 @@ def _save(out: Path, results: dict) -> Path:
     return path
 
 
-def run_proxy(name: str, layout: Layout, workdir: Path, opts: Options) -> dict:
+def latency_interleaved(names: list[str], layout: Layout, out: Path, opts: Options) -> tuple[dict, dict]:
+    """The fork latency runs of every proxy in `names`, alternating: run 1 of
+    each in the order of `names`, then run 2 of each, and so on. The machine
+    is shared and drifts over minutes; alternating puts the drift on every
+    proxy alike, where all of one proxy's runs and then all of the other's
+    would put it into their ratio.
+
+    Every proxy is started and its contacts registered once, before the
+    first run, and stays up until the last (the proxies listen on different
+    ports, the contacts register with each): each proxy serves all its runs
+    from one process and one registration, as when the runs were not
+    interleaved, and no run pays for a restart. A proxy is idle during the
+    other's runs; its CPU over each run is recorded with the run
+    ("idle_proxies_cpu_s") to show that it costs next to nothing.
+
+    Returns, per proxy, {"latency": [runs], "latency_git", "error" when it
+    failed, "proxy_alive_at_end", "log_tail"}, and what to record in
+    meta.latency (the order of the runs, the load before and after)."""
+    info: dict = {
+        "interleaved": True,
+        "proxies_running": "all at once",
+        "order": [],
+        "uptime_before": uptime(),
+    }
+    by_proxy: dict[str, dict] = {}
+    running: dict[str, proxies.Proxy] = {}
+    started: list[proxies.Proxy] = []
+    try:
+        for name in names:
+            workdir = out / name / "latency"
+            res: dict = {"latency": [], "latency_git": proxies.git_revision()}
+            by_proxy[name] = res
+            proxy = make_proxy(name, workdir, layout, opts)
+            log(f"{name}: starting for the latency runs")
+            try:
+                proxy.start()
+            except proxies.ProxyError as e:
+                res["error"] = str(e)
+                log(f"{name}: could not start: {e}")
+                continue
+            started.append(proxy)
+            try:
+                experiments.register_contacts(proxy, layout, workdir, log)
+            except experiments.BenchError as e:
+                res["error"] = str(e)
+                log(f"{name}: {e}")
+                continue
+            running[name] = proxy
+        for run in range(opts.latency_runs):
+            for name in names:
+                proxy = running.get(name)
+                if proxy is None:
+                    continue
+                others = {o: p for o, p in running.items() if o != name}
+                idle0 = {o: p.cpu_seconds() for o, p in others.items()}
+                try:
+                    result = experiments.latency_run(
+                        proxy, layout, out / name / "latency", run=run, runs=opts.latency_runs,
+                        calls=opts.latency_calls, rate=opts.latency_rate,
+                        callers=opts.latency_callers, log=log,
+                    )  # fmt: skip
+                except experiments.BenchError as e:
+                    by_proxy[name]["error"] = str(e)
+                    log(f"{name}: {e}")
+                    del running[name]
+                    continue
+                result["run"] = run + 1
+                result["position"] = len(info["order"]) + 1
+                result["idle_proxies_cpu_s"] = {
+                    o: round(p.cpu_seconds() - idle0[o], 3) for o, p in others.items()
+                }
+                info["order"].append(f"{name} {run + 1}")
+                by_proxy[name]["latency"].append(result)
+                if not proxy.alive():
+                    by_proxy[name]["error"] = f"{name} died during latency run {run + 1}: {proxy.log_tail(500)}"
+                    log(by_proxy[name]["error"])
+                    del running[name]
+    finally:
+        for proxy in started:
+            res = by_proxy[proxy.name]
+            res["proxy_alive_at_end"] = proxy.alive()
+            res["log_tail"] = proxy.log_tail(2000)
+            proxy.stop()
+    info["uptime_after"] = uptime()
+    log("latency runs in this order: " + ", ".join(info["order"]))
+    return by_proxy, info
+
+
+def run_proxy(name: str, layout: Layout, workdir: Path, opts: Options, prior: dict | None = None) -> dict:
+    """Throughput and memory of one proxy (its latency runs are in `prior`,
+    from latency_interleaved)."""
     workdir.mkdir(parents=True, exist_ok=True)
     # the working tree is shared and sipfork is installed editable: note the
     # revision each proxy's measurements ran with
-    res: dict = {"uptime_before": uptime(), "git": proxies.git_revision()}
+    res: dict = dict(prior or {})
+    res.update({"uptime_before": uptime(), "git": proxies.git_revision()})
     workers_list: list[int | None] = list(opts.sipfork_workers) if name == "sipfork" else [None]
     if name == "sipfork":
         res["workers"] = workers_list[0]
-    if "latency" in opts.parts or "throughput" in opts.parts:
-        # the first configuration: latency, then its throughput steps
-        session = calls_session(
-            name, layout, workdir / "calls", opts, workers=workers_list[0],
-            latency="latency" in opts.parts, throughput="throughput" in opts.parts,
-        )  # fmt: skip
-        for key in ("error", "latency", "proxy_alive_at_end", "log_tail"):
-            if key in session:
-                res[key] = session[key]
-        runs = [session["throughput"]] if "throughput" in session else []
-        if "throughput" in opts.parts:
-            # sipfork with more workers: a proxy of its own each, throughput only
-            for workers in workers_list[1:]:
-                more = calls_session(
-                    name, layout, workdir / f"calls-{workers}-workers", opts, workers=workers,
-                    latency=False, throughput=True,
-                )  # fmt: skip
-                series = more.get("throughput") or {
-                    "label": series_label(name, workers), "workers": workers, "callers": opts.callers,
-                    "steps": [], "max_clean_rate": None, "error": more.get("error", "not measured"),
-                }  # fmt: skip
-                series["proxy_alive_at_end"] = more.get("proxy_alive_at_end")
-                series["log_tail"] = more.get("log_tail", "")
-                runs.append(series)
-        if runs:
-            res["throughput_runs"] = runs
+    if "throughput" in opts.parts:
+        runs = []
+        for i, workers in enumerate(workers_list):
+            # a proxy of its own for each configuration
+            session = calls_session(
+                name, layout, workdir / ("calls" if i == 0 else f"calls-{workers}-workers"), opts,
+                workers=workers, latency=False, throughput=True,
+            )  # fmt: skip
+            series = session.get("throughput") or {
+                "label": series_label(name, workers), "workers": workers, "callers": opts.callers,
+                "steps": [], "max_clean_rate": None, "error": session.get("error", "not measured"),
+            }  # fmt: skip
+            if i == 0:
+                # the first configuration's failure is the proxy's (as when
+                # latency and throughput shared one session); a latency
+                # failure comes first
+                if "error" in session:
+                    res.setdefault("error", session["error"])
+                res["proxy_alive_at_end"] = session.get("proxy_alive_at_end")
+                res["log_tail"] = session.get("log_tail", "")
+            else:
+                series["proxy_alive_at_end"] = session.get("proxy_alive_at_end")
+                series["log_tail"] = session.get("log_tail", "")
+            runs.append(series)
+        res["throughput_runs"] = runs
     if "memory" in opts.parts:
         log(f"{name}: memory with {', '.join(str(c) for c in opts.memory_counts)} contacts")
         try:

@@ -1,7 +1,8 @@
 """The benchmark harness's bookkeeping, without SIPp or a proxy: several
 callers (the calls shared out, every count summed over all of them, ports
 and media ports apart), the report's throughput series (sipfork with 1 and
-2 workers beside Kamailio) and its memory growth figures."""
+2 workers beside Kamailio), its memory growth figures, and the fork latency
+runs alternating between the proxies (and the report saying so)."""
 
 from __future__ import annotations
 
@@ -222,3 +223,102 @@ def test_report_reads_results_written_before_several_callers_and_workers():
     assert "one SIPp caller places the calls" in md
     assert "| 400 | sipfork | **no** |" in md and "×2" not in md
     assert "TimeoutOnRecv 18" in md
+
+
+# --- fork latency: the proxies' runs alternate -------------------------------------
+
+
+def _latency_run(p50: float, run: int | None = None, idle: dict | None = None) -> dict:
+    summary = {m: {"p50": p50, "p90": p50, "p99": p50, "max": p50, "n": 10} for m in report.METRICS}
+    out = {
+        "summary": summary, "batch": {"failed": 0, "first_errors": []},
+        "completeness": {"calls": 10, "all_3_branches": 10, "both_cancels": 10},
+    }  # fmt: skip
+    if run is not None:
+        out.update(run=run, idle_proxies_cpu_s=idle or {})
+    return out
+
+
+def test_report_says_the_latency_runs_were_interleaved_and_shows_each_pair():
+    results = _results()
+    results["meta"]["options"]["latency_runs"] = 2
+    results["meta"]["latency"] = {
+        "interleaved": True, "order": ["kamailio 1", "sipfork 1", "kamailio 2", "sipfork 2"],
+        "uptime_before": "load average: 0.10, 0.00, 0.00", "uptime_after": "load average: 0.10, 0.00, 0.00",
+    }  # fmt: skip
+    results["proxies"]["kamailio"]["latency"] = [
+        _latency_run(100, 1, {"sipfork": 0.01}), _latency_run(200, 2, {"sipfork": 0.03})
+    ]  # fmt: skip
+    results["proxies"]["sipfork"]["latency"] = [
+        _latency_run(300, 1, {"kamailio": 0.02}), _latency_run(400, 2, {"kamailio": 0.0})
+    ]  # fmt: skip
+    md = report.markdown(results, {})
+    assert "Runs interleaved, in this order: kamailio 1, sipfork 1, kamailio 2, sipfork 2." in md
+    assert "CPU of the idle proxy over a run: at most 0.03 s." in md
+    assert "| 1 | 100 | 300 | 3.00× |" in md and "| 2 | 200 | 400 | 2.00× |" in md
+    # the table keeps the medians over the runs
+    assert "| INVITE in -> first forked INVITE out | sipfork | 350 | 350 | 350 | 350 | 20 |" in md
+
+
+def test_report_reads_latency_results_written_before_interleaving():
+    results = _results()
+    results["proxies"]["kamailio"]["latency"] = [_latency_run(100)]
+    results["proxies"]["sipfork"]["latency"] = [_latency_run(300)]
+    md = report.markdown(results, {})
+    assert "| INVITE in -> first forked INVITE out | sipfork | 300 | 300 | 300 | 300 | 10 |" in md
+    assert "Runs not interleaved" in md and "Runs interleaved" not in md
+
+
+class _FakeProxy:
+    def __init__(self, name: str, cpu: list[float]):
+        self.name, self.cpu, self.stopped = name, cpu, False
+
+    def start(self) -> None:
+        pass
+
+    def cpu_seconds(self) -> float:
+        return self.cpu[0]
+
+    def alive(self) -> bool:
+        return not self.stopped
+
+    def log_tail(self, _n: int) -> str:
+        return ""
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_latency_runs_alternate_with_both_proxies_up(monkeypatch, tmp_path):
+    cpu = [0.0]  # every proxy's CPU: each run adds 0.5 s
+    made: dict[str, _FakeProxy] = {}
+    calls: list[tuple[str, int, set[str]]] = []
+
+    def make_proxy(name, *_a, **_k):
+        made[name] = _FakeProxy(name, cpu)
+        return made[name]
+
+    def latency_run(proxy, *_a, run, **_k):
+        calls.append((proxy.name, run, {n for n, p in made.items() if p.alive()}))
+        cpu[0] += 0.5
+        if proxy.name == "sipfork" and run == 2:
+            raise experiments.BenchError("sipfork: lost calls")
+        return {"summary": {}}
+
+    monkeypatch.setattr(runner, "make_proxy", make_proxy)
+    monkeypatch.setattr(runner.proxies, "git_revision", lambda: "abc")
+    monkeypatch.setattr(experiments, "register_contacts", lambda *a, **k: {})
+    monkeypatch.setattr(experiments, "latency_run", latency_run)
+    opts = runner.Options(latency_runs=3)
+    by_proxy, info = runner.latency_interleaved(["kamailio", "sipfork"], Layout(), tmp_path, opts)
+    assert [(n, r) for n, r, _ in calls] == [
+        ("kamailio", 0), ("sipfork", 0), ("kamailio", 1), ("sipfork", 1), ("kamailio", 2), ("sipfork", 2)
+    ]  # fmt: skip
+    assert all(up == {"kamailio", "sipfork"} for _, _, up in calls)  # both up throughout
+    assert info["interleaved"] and info["order"] == ["kamailio 1", "sipfork 1", "kamailio 2", "sipfork 2", "kamailio 3"]
+    k, s = by_proxy["kamailio"]["latency"], by_proxy["sipfork"]["latency"]
+    assert [(r["run"], r["position"]) for r in k] == [(1, 1), (2, 3), (3, 5)]
+    assert [(r["run"], r["position"]) for r in s] == [(1, 2), (2, 4)]
+    assert k[0]["idle_proxies_cpu_s"] == {"sipfork": 0.5}
+    assert by_proxy["sipfork"]["error"] == "sipfork: lost calls" and "error" not in by_proxy["kamailio"]
+    assert all(p.stopped for p in made.values())
