@@ -12,9 +12,6 @@ transactions, CANCEL, answers upstream) is :mod:`sipfork.core.forwarder`.
 
 from __future__ import annotations
 
-import collections
-import heapq
-import itertools
 import logging
 import sys
 from collections.abc import Iterable
@@ -24,14 +21,15 @@ from sipfork.bindings import Binding
 from sipfork.config import Config
 from sipfork.core.auth import Authenticator
 from sipfork.core.context import CallContext
+from sipfork.core.deadlines import Deadlines
 from sipfork.core.effects import Effect, Log, RegisterAnswer, Send, answered_by, trying_after_requests
 from sipfork.core.forwarder import ClientEntry, Forwarder
 from sipfork.core.ids import Ids
 from sipfork.core.interfaces import Interfaces, hop_for_uri
+from sipfork.core.kept import KeptAnswers, ServerKey, key_text
 from sipfork.core.location import Location
 from sipfork.core.registrar import Registrar
 from sipfork.core.transactions import ServerState, ServerTransaction, Terminated, TimedOut, Timers
-from sipfork.core.transactions.base import linger_until
 from sipfork.core.upstream import Upstream, caller_of, via_marks
 from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
 from sipfork.routing.planner import plan_call
@@ -43,7 +41,6 @@ from sipfork.sip.uri import SipUri, TelUri
 DEFAULT_MAX_FORWARDS = 70
 DEFAULT_MAX_BREADTH = 60  # RFC 5393 §5
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, REFER, MESSAGE, NOTIFY, SUBSCRIBE"
-ServerKey = tuple[str, str, int, str]
 
 
 class Core:
@@ -65,30 +62,15 @@ class Core:
         self._server: dict[ServerKey, ServerTransaction] = {}
         self._server_keys: dict[ServerTransaction, tuple[ServerKey, bytes]] = {}
         self._raw: dict[bytes, ServerTransaction] = {}  # exact retransmissions, dropped unparsed
-        # Non-INVITE server transactions over UDP after their final response
-        # (Completed, RFC 3261 §17.2.2): all they still do is resend that
-        # response until Timer J, so only the response is kept, by key, and
-        # the keys in groups by deadline (Timer J is the same 64*T1 for all:
-        # first in, first out; a group is the requests whose Timer J ends in
-        # the same second of the linger grid, transactions/base.py).
-        # Keyed by one string (branch, sent-by host and port, method): a
-        # tuple of four objects costs twice as much, for 32 s per request.
-        self._completed: dict[str, Send] = {}
-        self._completed_order: collections.deque[tuple[float, list[str]]] = collections.deque()
-        self._challenge_order: collections.deque[tuple[float, list[str]]] = collections.deque()  # 8*T1
+        self._kept = KeptAnswers()  # responses standing in for finished transactions
         self._contexts: dict[ServerTransaction, CallContext] = {}
         self._calls: dict[tuple[str, str, int, str], CallContext] = {}  # loop detection
         self._call_keys: dict[CallContext, tuple[str, str, int, str]] = {}  # the way back
-        self._heap: list[tuple[float, int, object]] = []
-        self._armed: dict[object, float] = {}
-        # Objects whose deadline may have changed, armed on the heap only when
-        # the shell asks for the next deadline, after it sent what a message
-        # produced: the heap work stays off the path from an INVITE in to its
-        # branches out, and an object touched several times is armed once.
-        self._dirty: dict[object, None] = {}
+        self._deadlines = Deadlines()
+        self._schedule = self._deadlines.touch  # bound once: called a few dozen times per call
+        self._unschedule = self._deadlines.forget
         self._expiry: float | None = None  # see _next_expiry
         self._expiry_known = False
-        self._sequence = itertools.count()
         # The branches' side: it shares this core's effects list and timer
         # heap, so it is called directly, not through the core.
         self.forwarder = Forwarder(config, self.interfaces, ids=ids, timers=self.timers, effects=self._effects,
@@ -128,41 +110,18 @@ class Core:
         """The earliest deadline of anything the core waits for; the shell
         asks after carrying out each batch of effects (it also arms what
         the batch changed)."""
-        if self._dirty:
-            self._arm_dirty()
-        heap = self._heap
-        armed = self._armed
-        while heap:
-            deadline, _, obj = heap[0]
-            if armed.get(obj) == deadline:
-                break
-            heapq.heappop(heap)
-        earliest = heap[0][0] if heap else None
-        # (Asked after every message: the two queues are looked at without a loop.)
-        order = self._completed_order
-        if order and (earliest is None or order[0][0] < earliest):
-            earliest = order[0][0]
-        order = self._challenge_order
-        if order and (earliest is None or order[0][0] < earliest):
-            earliest = order[0][0]
+        earliest = self._deadlines.earliest()
+        kept = self._kept.next_deadline()
+        if kept is not None and (earliest is None or kept < earliest):
+            earliest = kept
         expiry = self._expiry if self._expiry_known else self._next_expiry()
         if expiry is not None and (earliest is None or expiry < earliest):
             earliest = expiry
         return earliest
 
     def handle_timer(self, now: float) -> None:
-        completed = self._completed
-        for order in (self._completed_order, self._challenge_order):
-            while order and order[0][0] <= now:
-                for key in order.popleft()[1]:
-                    completed.pop(key, None)  # Timer J: Terminated
-        if self._dirty:
-            self._arm_dirty()
-        while self._heap and self._heap[0][0] <= now:
-            deadline, _, obj = heapq.heappop(self._heap)
-            if self._armed.get(obj) != deadline:
-                continue
-            del self._armed[obj]
+        self._kept.expire(now)
+        for obj in self._deadlines.due(now):
             if isinstance(obj, CallContext):
                 obj.handle_timer(now)
             elif isinstance(obj, ClientEntry):
@@ -170,7 +129,6 @@ class Core:
             elif isinstance(obj, ServerTransaction):
                 self._server_outputs(obj, obj.handle_timer(now))
             self._schedule(obj)
-            self._arm_dirty()  # a deadline already due is handled in this call
         expiry = self._next_expiry()
         if expiry is not None and expiry <= now:
             self._expiry_known = False
@@ -205,8 +163,7 @@ class Core:
         self._expiry_known = False
         answers = self.registrar.store_failed(effects)
         for key, send in answers.values():
-            if key in self._completed:
-                self._completed[key] = send  # until Timer J, as the 200 would have been
+            self._kept.replace(key, send)  # until Timer J, as the 200 would have been
         return [answers[id(effect)][1] if id(effect) in answers else effect for effect in effects]
 
     def replace_bindings(self, bindings: Iterable[Binding]) -> None:
@@ -252,26 +209,6 @@ class Core:
     def _log(self, level: int, message: str) -> None:
         self._effects.append(Log(level=level, message=message))
 
-    def _schedule(self, obj: object) -> None:
-        self._dirty[obj] = None
-
-    def _unschedule(self, obj: object) -> None:
-        self._dirty.pop(obj, None)
-        self._armed.pop(obj, None)
-
-    def _arm_dirty(self) -> None:
-        armed = self._armed
-        heap = self._heap
-        sequence = self._sequence
-        for obj in self._dirty:
-            deadline = obj.deadline()  # type: ignore[attr-defined]
-            if deadline is None:
-                armed.pop(obj, None)
-            elif armed.get(obj) != deadline:
-                armed[obj] = deadline
-                heapq.heappush(heap, (deadline, next(sequence), obj))
-        self._dirty.clear()
-
     # -- requests ----------------------------------------------------------
 
     def _receive_request(self, request: Request, data: bytes, source: tuple[str, int],
@@ -289,7 +226,7 @@ class Core:
             self._emit(known.receive_request(now))
             self._schedule(known)
             return
-        response = self._completed.get(_completed_key(key)) if self._completed else None
+        response = self._kept.get(key)
         if response is not None:
             self._effects.append(response)  # Completed: the request again gets the response again
             return
@@ -372,12 +309,12 @@ class Core:
                 key = self._server_keys[transaction][0]
                 self._forget_server(transaction)
                 if transport != "tcp":
-                    self._remember(self._challenge_order, key, send, now + 8 * self.timers.t1)
+                    self._kept.keep_challenge(key, send, now + 8 * self.timers.t1)
                 return
             outputs = transaction.respond(result.response, result.status, now)
             # Stored before the 200 OK leaves (DESIGN.md); each change names
             # the REGISTER and its 200, for when the store fails (store_failed).
-            key = _completed_key(self._server_keys[transaction][0])
+            key = key_text(self._server_keys[transaction][0])
             answer = RegisterAnswer(request=request, source=source, key=key,
                                     response=next(output for output in outputs if isinstance(output, Send)))
             self._emit(answered_by(result.effects, answer))
@@ -562,18 +499,7 @@ class Core:
             return
         self._forget_server(transaction)
         transaction.abandon()
-        self._remember(self._completed_order, key, response, timer_j)
-
-    def _remember(self, order: collections.deque[tuple[float, list[str]]], key: ServerKey, response: Send,
-                  deadline: float) -> None:
-        """Answer the request ``key`` again with ``response`` until ``deadline``."""
-        text = _completed_key(key)
-        self._completed[text] = response
-        deadline = linger_until(deadline)  # one wake-up ends the whole group
-        if order and order[-1][0] == deadline:
-            order[-1][1].append(text)
-        else:
-            order.append((deadline, [text]))
+        self._kept.keep_completed(key, response, timer_j)
 
     def _forget_server(self, transaction: ServerTransaction) -> None:
         key, data = self._server_keys.pop(transaction, (None, b""))
@@ -590,12 +516,6 @@ class Core:
 
     def _local_time(self, now: float) -> datetime:
         return datetime.fromtimestamp(now, tz=timezone.utc).astimezone(self.zone)
-
-
-def _completed_key(key: ServerKey) -> str:
-    """A server transaction key as one string (RFC 3261 §17.2.3: branch, sent-by, method)."""
-    branch, host, port, method = key
-    return f"{branch} {host} {port} {method}"
 
 
 def _zone(name: str):  # type: ignore[no-untyped-def]

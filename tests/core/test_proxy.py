@@ -558,4 +558,4 @@ def test_a_register_over_tcp_keeps_nothing_after_its_200() -> None:
     core.receive(data, source, "tcp", NOW + 1)
     assert [r.status for r in to(6202, sends(core))] == [200]  # type: ignore[union-attr]
     assert core._server == {}
-    assert [key.split()[0] for key in core._completed] == ["z9hG4bKa1"]  # only the challenge (it went over UDP)
+    assert [key.split()[0] for key in core._kept.by_key] == ["z9hG4bKa1"]  # only the challenge (it went over UDP)
