@@ -84,6 +84,9 @@ class Forwarder:
         # requests and drops a dialog's entry at its BYE.
         self.cseq_shifts: dict[DialogKey, int] = {}
         self._template: tuple[tuple[object, ...], ForwardTemplate] | None = None
+        # Branches sent whose client transactions are not made yet (settle);
+        # the core looks at it to know when to call settle().
+        self.unsettled: list[tuple[CallContext, BranchState, str, bytes, Hop, ForwardTemplate, str, float]] = []
 
     def reload(self, config: Config, interfaces: Interfaces) -> None:
         self.config = config
@@ -143,19 +146,32 @@ class Forwarder:
                                        record_route=record_route, add_headers=headers, drop_headers=drop,
                                        cseq=request.cseq.number + cseq_shift if cseq_shift else None)
             self._template = (template_key, template)
-        via = self.interfaces.via(spec.hop.transport, spec.hop.host, branch_id)
+        via = self.interfaces.via(hop.transport, hop.host, branch_id)
         data = template.build(via=via, request_uri=spec.request_uri)
-        lines = template.invite_lines(via=via, request_uri=spec.request_uri) if request.method == "INVITE" else None
-        transaction = ClientTransaction(data, method=request.method, hop=spec.hop, now=now, timers=self.timers,
-                                        lines=lines)
+        self._effects.append(Send(data=data, host=hop.host, port=hop.port, transport=hop.transport,
+                                  alternate=hop.alternate))
         state = BranchState(id=branch_id, spec=spec, rule_index=rule_index, cseq_shift=cseq_shift)
-        entry = ClientEntry((branch_id, request.method), transaction, context, state)
-        self.transactions[entry.key] = entry
-        self._effects.extend(transaction.start())
-        self._schedule(entry)
+        # The branch's client transaction is made in settle(), once the shell
+        # has sent what this message produced: a fork's last INVITE leaves
+        # that much sooner. Nothing can reach the transaction before then.
+        self.unsettled.append((context, state, request.method, data, hop, template, via, now))
         return state
 
+    def settle(self) -> None:
+        """Make the client transactions of the branches sent since the last
+        call. The core calls it first thing in each of its entry points."""
+        for context, state, method, data, hop, template, via, now in self.unsettled:
+            lines = template.invite_lines(via=via, request_uri=state.spec.request_uri) if method == "INVITE" else None
+            transaction = ClientTransaction(data, method=method, hop=hop, now=now, timers=self.timers, lines=lines)
+            transaction.start()  # its first send already went out with the message's effects
+            entry = ClientEntry((state.id, method), transaction, context, state)
+            self.transactions[entry.key] = entry
+            self._schedule(entry)
+        self.unsettled.clear()
+
     def cancel(self, context: CallContext, branch: BranchState, reason: str | None, now: float) -> None:
+        if self.unsettled:
+            self.settle()
         entry = self.transactions.get((branch.id, context.request.method))
         if entry is None:
             return

@@ -79,6 +79,7 @@ class Core:
         # Its tables and its response entry point, bound once: the
         # per-message path reaches them without a lookup through it.
         self._client = self.forwarder.transactions
+        self._unsettled = self.forwarder.unsettled
         self._cseq_shifts = self.forwarder.cseq_shifts
         self._receive_response = self.forwarder.receive_response
 
@@ -87,6 +88,7 @@ class Core:
         self.interfaces = Interfaces.from_config(config, self.via_ports)
         self.trusted = frozenset(host for gateway in config.gateways for host in gateway.inbound_from)
         self.zone = _zone(config.proxy.timezone)
+        self._local_second: tuple[int, datetime] | None = None
 
     def reload(self, config: Config, now: float) -> None:
         """Use a new configuration for new requests; calls in progress keep
@@ -110,6 +112,8 @@ class Core:
         """The earliest deadline of anything the core waits for; the shell
         asks after carrying out each batch of effects (it also arms what
         the batch changed)."""
+        if self._unsettled:
+            self.forwarder.settle()
         earliest = self._deadlines.earliest()
         kept = self._kept.next_deadline()
         if kept is not None and (earliest is None or kept < earliest):
@@ -120,6 +124,8 @@ class Core:
         return earliest
 
     def handle_timer(self, now: float) -> None:
+        if self._unsettled:
+            self.forwarder.settle()
         self._kept.expire(now)
         for obj in self._deadlines.due(now):
             if isinstance(obj, CallContext):
@@ -176,6 +182,8 @@ class Core:
 
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float) -> None:
         """One datagram, or one framed message from a stream."""
+        if self._unsettled:
+            self.forwarder.settle()
         retransmitted = self._raw.get(data)
         if retransmitted is not None:
             self._emit(retransmitted.receive_request(now))
@@ -377,11 +385,12 @@ class Core:
             self._respond(transaction, request, 482, now)
             self._log(logging.WARNING, f"loop detected for {dialled} (Call-ID {request.call_id})")
             return
-        outcome = plan_call(self.config, dialled=dialled, caller=caller_of(request), at=self._local_time(now),
+        caller = caller_of(request)
+        outcome = plan_call(self.config, dialled=dialled, caller=caller, at=self._local_time(now),
                             registrations=self.location.snapshot(now), external_allowed=not inbound, now=now)
         if isinstance(outcome, Refusal):
             self._respond(transaction, request, outcome.status, now, reason=outcome.reason)
-            self._log(logging.INFO, f"call {caller_of(request) or 'anonymous'} → {dialled}: "
+            self._log(logging.INFO, f"call {caller or 'anonymous'} → {dialled}: "
                                     f"{outcome.status} {outcome.reason}")
             return
         plan = outcome
@@ -397,7 +406,7 @@ class Core:
         self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
                             max_forwards=max_forwards, record_route=request.method in ("INVITE", "SUBSCRIBE", "REFER"),
                             max_breadth=incoming_breadth // width, drop_headers=drop, call_key=call_key,
-                            caller=user or caller_of(request) or "anonymous")
+                            caller=user or caller or "anonymous")
 
     def _forward_routed(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
                         transport: str, pop_routes: int, max_forwards: int, now: float) -> None:
@@ -515,7 +524,13 @@ class Core:
                 del self._calls[call_key]
 
     def _local_time(self, now: float) -> datetime:
-        return datetime.fromtimestamp(now, tz=timezone.utc).astimezone(self.zone)
+        """The wall-clock time in the configured zone, to the second (rules
+        go by the minute at most); worked out once a second, not per call."""
+        second = int(now)
+        known = self._local_second
+        if known is None or known[0] != second:
+            known = self._local_second = (second, datetime.fromtimestamp(second, tz=timezone.utc).astimezone(self.zone))
+        return known[1]
 
 
 def _zone(name: str):  # type: ignore[no-untyped-def]
