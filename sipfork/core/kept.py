@@ -12,13 +12,15 @@ challenge 8*T1): first in, first out. Keys are held in groups by the second
 of the linger grid they end in (transactions/base.py), so one timer wake-up
 forgets a whole group. A key is one string (branch, sent-by host and port,
 method): a tuple of four objects costs twice as much, for 32 s per request.
+Only the response's bytes are kept: a retransmission comes over UDP from
+where the request came, so the core works out the destination again
+(RFC 3261 §18.2.2) instead of keeping a Send per request.
 """
 
 from __future__ import annotations
 
 import collections
 
-from sipfork.core.effects import Send
 from sipfork.core.transactions.base import linger_until
 
 ServerKey = tuple[str, str, int, str]  # (Via branch, sent-by host, sent-by port, method): RFC 3261 §17.2.3
@@ -34,26 +36,26 @@ class KeptAnswers:
     """The answers, by key text, and when each is forgotten."""
 
     def __init__(self) -> None:
-        self.by_key: dict[str, Send] = {}
+        self.by_key: dict[str, bytes] = {}
         self._completed: collections.deque[tuple[float, list[str]]] = collections.deque()  # Timer J
         self._challenges: collections.deque[tuple[float, list[str]]] = collections.deque()  # 8*T1
 
-    def get(self, key: ServerKey) -> Send | None:
+    def get(self, key: ServerKey) -> bytes | None:
         return self.by_key.get(key_text(key)) if self.by_key else None
 
-    def keep_completed(self, key: ServerKey, response: Send, until: float) -> None:
+    def keep_completed(self, key: ServerKey, response: bytes, until: float) -> None:
         """Answer the request ``key`` again with ``response`` until Timer J (``until``)."""
         self._keep(self._completed, key, response, until)
 
-    def keep_challenge(self, key: ServerKey, response: Send, until: float) -> None:
+    def keep_challenge(self, key: ServerKey, response: bytes, until: float) -> None:
         self._keep(self._challenges, key, response, until)
 
-    def replace(self, text: str, response: Send) -> None:
+    def replace(self, text: str, response: bytes) -> None:
         """Answer with ``response`` instead, for as long as the old one was kept."""
         if text in self.by_key:
             self.by_key[text] = response
 
-    def _keep(self, order: collections.deque[tuple[float, list[str]]], key: ServerKey, response: Send,
+    def _keep(self, order: collections.deque[tuple[float, list[str]]], key: ServerKey, response: bytes,
               until: float) -> None:
         text = key_text(key)
         self.by_key[text] = response

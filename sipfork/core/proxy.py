@@ -29,7 +29,7 @@ from sipfork.core.interfaces import Interfaces, hop_for_uri
 from sipfork.core.kept import KeptAnswers, ServerKey, key_text
 from sipfork.core.location import Location
 from sipfork.core.registrar import Registrar
-from sipfork.core.transactions import ServerState, ServerTransaction, Terminated, TimedOut, Timers
+from sipfork.core.transactions import ServerState, ServerTransaction, Terminated, TimedOut, Timers, response_destination
 from sipfork.core.upstream import Upstream, caller_of, via_marks
 from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
 from sipfork.routing.planner import plan_call
@@ -169,7 +169,7 @@ class Core:
         self._expiry_known = False
         answers = self.registrar.store_failed(effects)
         for key, send in answers.values():
-            self._kept.replace(key, send)  # until Timer J, as the 200 would have been
+            self._kept.replace(key, send.data)  # until Timer J, as the 200 would have been
         return [answers[id(effect)][1] if id(effect) in answers else effect for effect in effects]
 
     def replace_bindings(self, bindings: Iterable[Binding]) -> None:
@@ -234,9 +234,11 @@ class Core:
             self._emit(known.receive_request(now))
             self._schedule(known)
             return
-        response = self._kept.get(key)
-        if response is not None:
-            self._effects.append(response)  # Completed: the request again gets the response again
+        kept = self._kept.get(key)
+        if kept is not None:
+            # Completed: the request again gets the response again.
+            host, port = response_destination(via, source, transport)
+            self._effects.append(Send(data=kept, host=host, port=port, transport=transport))
             return
         transaction = ServerTransaction(request, source=source, transport=transport, now=now, timers=self.timers)
         self._server[key] = transaction
@@ -317,7 +319,7 @@ class Core:
                 key = self._server_keys[transaction][0]
                 self._forget_server(transaction)
                 if transport != "tcp":
-                    self._kept.keep_challenge(key, send, now + 8 * self.timers.t1)
+                    self._kept.keep_challenge(key, send.data, now + 8 * self.timers.t1)
                 return
             outputs = transaction.respond(result.response, result.status, now)
             # Stored before the 200 OK leaves (DESIGN.md); each change names
@@ -508,7 +510,7 @@ class Core:
             return
         self._forget_server(transaction)
         transaction.abandon()
-        self._kept.keep_completed(key, response, timer_j)
+        self._kept.keep_completed(key, response.data, timer_j)
 
     def _forget_server(self, transaction: ServerTransaction) -> None:
         key, data = self._server_keys.pop(transaction, (None, b""))
