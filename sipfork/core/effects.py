@@ -75,28 +75,3 @@ def answered_by(effects: Iterable[Effect], answer: RegisterAnswer) -> list[Effec
     """``effects`` with each store change marked as acknowledged by ``answer``."""
     return [evolve(effect, answer=answer) if isinstance(effect, (SaveBinding, DropBinding)) else effect
             for effect in effects]
-
-
-def trying_after_requests(effects: list[Effect], start: int) -> None:
-    """Send an INVITE's 100 Trying (``effects[start]``) after the requests
-    forked for it, just before the first response that follows, if any.
-
-    The 100 only stops the caller's retransmissions (RFC 3261 §16.2,
-    §17.1.1.2: the first one 500 ms later); the phones that are to ring
-    get their INVITE a send earlier. The transaction sent it first, so
-    nothing else changes."""
-    if len(effects) <= start:
-        return
-    trying = effects[start]
-    if not (isinstance(trying, Send) and trying.data.startswith(b"SIP/2.0 100 ")):
-        return
-    for index in range(start + 1, len(effects)):
-        effect = effects[index]
-        if isinstance(effect, Send) and effect.data.startswith(b"SIP/"):
-            if index > start + 1:
-                del effects[start]
-                effects.insert(index - 1, trying)
-            return
-    if len(effects) > start + 1:
-        del effects[start]
-        effects.append(trying)

@@ -22,7 +22,7 @@ from sipfork.config import Config
 from sipfork.core.auth import Authenticator
 from sipfork.core.context import CallContext
 from sipfork.core.deadlines import Deadlines
-from sipfork.core.effects import Effect, Log, RegisterAnswer, Send, answered_by, trying_after_requests
+from sipfork.core.effects import Effect, Log, RegisterAnswer, Send, answered_by
 from sipfork.core.forwarder import ClientEntry, Forwarder
 from sipfork.core.ids import Ids
 from sipfork.core.interfaces import Interfaces, hop_for_uri
@@ -247,9 +247,13 @@ class Core:
         if method == "CANCEL":
             self._receive_cancel(request, transaction, key, now)
         elif method == "INVITE":
-            start = len(self._effects)
             self._new_request(request, transaction, source, transport, now)
-            trying_after_requests(self._effects, start)
+            if not transaction.answered:
+                # The 100 only stops the caller's retransmissions (RFC 3261
+                # §16.2, §17.2.1: the first comes 500 ms later), so it is made
+                # after the branches, which leave first; an INVITE answered
+                # at once (a challenge, a refusal) needs none.
+                self._respond(transaction, request, 100, now)
         else:
             self._new_request(request, transaction, source, transport, now)
         self._schedule(transaction)
@@ -275,8 +279,6 @@ class Core:
     def _new_request(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
                      transport: str, now: float) -> None:
         method = request.method
-        if method == "INVITE":
-            self._respond(transaction, request, 100, now)
         max_forwards = request.max_forwards
         if max_forwards is None:
             max_forwards = DEFAULT_MAX_FORWARDS

@@ -97,6 +97,11 @@ class ServerTransaction(Transaction):
         self._linger_i = 0.0 if self.reliable else timers.t4
         self._linger_j = 0.0 if self.reliable else self._timeout
 
+    @property
+    def answered(self) -> bool:
+        """Whether any response, provisional or final, has been sent."""
+        return self._last_response is not None
+
     def respond(self, data: bytes, status: int, now: float) -> list[Send | Terminated]:
         """Send a response the TU built (§17.2.1, §17.2.2).
 
