@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from attrs import evolve
+
 from sipfork.bindings import Binding
 from sipfork.config import Config
 from sipfork.core.auth import Authenticator
@@ -168,9 +170,23 @@ class Core:
         those answers in place of the 200s, for the shell to carry out."""
         self._expiry_known = False
         answers = self.registrar.store_failed(effects)
+        # A retransmission that came before the write was answered from the
+        # kept 200: a Send of its own around the very same bytes.
+        kept_200s: dict[int, bytes] = {}
         for key, send in answers.values():
+            kept = self._kept.by_key.get(key)
+            if kept is not None:
+                kept_200s[id(kept)] = send.data
             self._kept.replace(key, send.data)  # until Timer J, as the 200 would have been
-        return [answers[id(effect)][1] if id(effect) in answers else effect for effect in effects]
+        out: list[Effect] = []
+        for effect in effects:
+            if id(effect) in answers:
+                out.append(answers[id(effect)][1])
+            elif isinstance(effect, Send) and id(effect.data) in kept_200s:
+                out.append(evolve(effect, data=kept_200s[id(effect.data)]))
+            else:
+                out.append(effect)
+        return out
 
     def replace_bindings(self, bindings: Iterable[Binding]) -> None:
         """The store's whole table, when its change log no longer reaches back."""

@@ -77,8 +77,6 @@ def test_the_drop_of_an_expired_binding_is_not_taken_back() -> None:
     assert core.location.bindings("bob") == []  # expired either way
 
 
-@pytest.mark.xfail(strict=True, reason="since b80e18e the kept 200 goes out as a new Send, which "
-                                       "Core.store_failed (proxy.py) does not recognise as the 200 it replaces")
 def test_a_retransmission_answered_before_the_failed_write_gets_500_too() -> None:
     """The REGISTER came again while the shell still held its 200 for the
     group commit: the kept 200 joined the held effects, and must not leave
