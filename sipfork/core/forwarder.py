@@ -86,7 +86,8 @@ class Forwarder:
         self._template: tuple[tuple[object, ...], ForwardTemplate] | None = None
         # Branches sent whose client transactions are not made yet (settle);
         # the core looks at it to know when to call settle().
-        self.unsettled: list[tuple[CallContext, BranchState, str, bytes, Hop, ForwardTemplate, str, float]] = []
+        # (context, branch, its bytes, the template and Via they came from, when sent).
+        self.unsettled: list[tuple[CallContext, BranchState, bytes, ForwardTemplate, str, float]] = []
 
     def reload(self, config: Config, interfaces: Interfaces) -> None:
         self.config = config
@@ -154,7 +155,7 @@ class Forwarder:
         # The branch's client transaction is made in settle(), once the shell
         # has sent what this message produced: a fork's last INVITE leaves
         # that much sooner. Nothing can reach the transaction before then.
-        self.unsettled.append((context, state, request.method, data, hop, template, via, now))
+        self.unsettled.append((context, state, data, template, via, now))
         return state
 
     def settle(self) -> None:
@@ -165,10 +166,12 @@ class Forwarder:
         asks for the next deadline outside its guard, and an entry left in it
         would raise again at every later message."""
         try:
-            for context, state, method, data, hop, template, via, now in self.unsettled:
-                lines = (template.invite_lines(via=via, request_uri=state.spec.request_uri) if method == "INVITE"
+            for context, state, data, template, via, now in self.unsettled:
+                method = context.request.method
+                lines = (template.invite_lines(via=via, request_uri=state.spec.request_uri) if context.is_invite
                          else None)
-                transaction = ClientTransaction(data, method=method, hop=hop, now=now, timers=self.timers, lines=lines)
+                transaction = ClientTransaction(data, method=method, hop=state.spec.hop, now=now, timers=self.timers,
+                                                lines=lines)
                 transaction.start()  # its first send already went out with the message's effects
                 entry = ClientEntry((state.id, method), transaction, context, state)
                 self.transactions[entry.key] = entry
