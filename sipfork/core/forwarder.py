@@ -239,6 +239,22 @@ class Forwarder:
         self._log(logging.INFO, f"call {context.upstream.caller} → {context.plan.target}: {outcome}; "
                                 f"{branches} branch{'es' if branches != 1 else ''}; {now - context.started:.1f}s")
 
+    def dialog_shift(self, request: Request) -> int:
+        """How much higher the callee's leg counts CSeq than ``request``'s
+        sender, for an in-dialog request of a dialog whose gateway leg
+        answered a challenge (0 for any other). A BYE from either end ends
+        the dialog's entry: the callee's BYE carries the caller's tag as its
+        To tag, and its own CSeq numbers need no shift."""
+        shifts = self.cseq_shifts
+        if not shifts:
+            return 0
+        dialog = (request.call_id, request.from_tag or "")
+        shift = shifts.get(dialog, 0)
+        if request.method == "BYE":
+            shifts.pop(dialog, None)
+            shifts.pop((request.call_id, request.to_tag or ""), None)
+        return shift
+
     # -- stateless forwarding ------------------------------------------------
 
     def forward_ack(self, request: Request, hop: Hop, *, max_forwards: int, received: str | None,

@@ -82,7 +82,6 @@ class Core:
         # per-message path reaches them without a lookup through it.
         self._client = self.forwarder.transactions
         self._unsettled = self.forwarder.unsettled
-        self._cseq_shifts = self.forwarder.cseq_shifts
         self._receive_response = self.forwarder.receive_response
 
     def _apply_config(self, config: Config) -> None:
@@ -439,10 +438,7 @@ class Core:
         spec = Branch(key="route", label=str(request.uri), request_uri=request.uri, hop=hop)
         plan = Plan(target=request.uri, rules=(Rule(name="route", ringing="parallel", branches=(spec,),
                                                     duration=None),), otherwise=Otherwise())
-        dialog = (request.call_id, request.from_tag or "")
-        shift = self._cseq_shifts.get(dialog, 0)
-        if shift and request.method == "BYE":
-            del self._cseq_shifts[dialog]
+        shift = self.forwarder.dialog_shift(request)
         self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
                             max_forwards=max_forwards, record_route=False, max_breadth=None, drop_headers=(),
                             call_key=None, caller="", cseq_shift=shift)

@@ -367,6 +367,18 @@ def test_gateway_challenge_is_answered_once_on_a_new_branch_and_cseq_is_kept_for
     core.receive(ack, CALLER, "udp", NOW + 1.1)
     forwarded = to(5080, sends(core))
     assert [(m.method, m.cseq.number) for m in forwarded] == [("ACK", 2)]  # type: ignore[union-attr]
+    # The far end hangs up: its BYE keeps its own CSeq, and the dialog's
+    # shift is forgotten (a BYE from either end ends the dialog).
+    bye = (
+        f"BYE sip:caller@{CALLER[0]}:{CALLER[1]} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKgwbye\r\nMax-Forwards: 70\r\n"
+        "Route: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:+491701234567@127.0.0.1>;tag=gw2\r\n"
+        "To: <sip:+4930123@pbx.local>;tag=caller-tag\r\nCall-ID: call-1@test\r\nCSeq: 7 BYE\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    core.receive(bye, ("127.0.0.1", 5080), "udp", NOW + 5)
+    assert [(m.method, m.cseq.number) for m in to(CALLER[1], sends(core))] == [("BYE", 7)]  # type: ignore[union-attr]
+    assert core.forwarder.cseq_shifts == {}
 
 
 def test_a_second_challenge_is_not_answered_again() -> None:
