@@ -24,6 +24,7 @@ from sipfork.config import parse_config  # noqa: E402
 from sipfork.core.effects import Send  # noqa: E402
 from sipfork.core.ids import Ids  # noqa: E402
 from sipfork.core.proxy import Core  # noqa: E402
+from sipfork.sip.builder import build_response  # noqa: E402
 from sipfork.sip.edits import forward_request  # noqa: E402
 from sipfork.sip.message import parse_message  # noqa: E402
 
@@ -134,3 +135,89 @@ def test_core_invite_forks_to_three(benchmark, tmp_path):
     invites = [e for e in sends if e.data.startswith(b"INVITE ")]
     assert {(e.host, e.port) for e in invites} == set(CONTACTS), [e.data[:60] for e in sends]
 
+
+
+# --- one whole benchmark call through the core -------------------------------
+
+CALLER = ("127.0.0.1", 5061)
+Inbound = tuple[bytes, tuple[str, int], float]
+
+
+def _as_contact(request: bytes, status: int, tag: str) -> bytes:
+    """A contact's answer to a request the proxy sent it (SIPp's scenarios
+    copy Record-Route into it)."""
+    message = parse_message(request)
+    headers = [("Record-Route", value) for value in message.header_values("record-route")]
+    return build_response(message, status, to_tag=tag, headers=(*headers, ("Contact", f"<sip:{USER}@127.0.0.2:5082>")))
+
+
+def _feed(core: Core, data: bytes, source: tuple[str, int], at: float) -> list[Send]:
+    """One message in, as the shell handles it: effects out, timers armed,
+    and those already due handled."""
+    core.receive(data, source, "udp", at)
+    sends = [e for e in core.effects() if isinstance(e, Send)]
+    deadline = core.next_deadline()
+    if deadline is not None and deadline <= at:
+        core.handle_timer(at)
+        core.effects()
+    return sends
+
+
+def _record_call(core: Core, n: int, now: float) -> list[Inbound]:
+    """Play SIPp's caller and contacts for call n (the load test's flow:
+    INVITE, three 180s, 200 from the first contact, CANCEL to the others
+    answered 200 and 487, ACK, BYE 100 ms later, 200); returns what reached
+    the proxy, in order."""
+    inbound: list[Inbound] = []
+
+    def send(data: bytes, source: tuple[str, int], at: float) -> list[Send]:
+        inbound.append((data, source, at))
+        return _feed(core, data, source, at)
+
+    forks = {(e.host, e.port): e.data for e in send(invite(n), CALLER, now) if e.data.startswith(b"INVITE")}
+    for i, contact in enumerate(CONTACTS):
+        send(_as_contact(forks[contact], 180, f"c{i}"), contact, now + 0.001)
+    out = send(_as_contact(forks[CONTACTS[0]], 200, "c0"), CONTACTS[0], now + 0.05)
+    cancels = {(e.host, e.port): e.data for e in out if e.data.startswith(b"CANCEL")}
+    answer = parse_message(next(e.data for e in out if e.data.startswith(b"SIP/2.0 200")))
+    for i, contact in enumerate(CONTACTS[1:], 1):
+        send(_as_contact(cancels[contact], 200, f"c{i}"), contact, now + 0.051)
+        send(_as_contact(forks[contact], 487, f"c{i}"), contact, now + 0.052)
+    routes = "".join(f"Route: {value}\r\n" for value in reversed(answer.header_values("record-route")))
+    ack = (
+        f"ACK sip:{USER}@127.0.0.2:5082 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-ack-{n}\r\n"
+        f"From: {answer.header('from')}\r\nTo: {answer.header('to')}\r\nCall-ID: {answer.call_id}\r\n"
+        f"CSeq: 1 ACK\r\n{routes}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    send(ack, CALLER, now + 0.053)
+    bye = ack.replace(b"ACK sip", b"BYE sip").replace(b"1 ACK", b"2 BYE").replace(b"-ack-", b"-bye-")
+    forwarded = next(e.data for e in send(bye, CALLER, now + 0.15) if e.data.startswith(b"BYE"))
+    send(_as_contact(forwarded, 200, "c0"), CONTACTS[0], now + 0.151)
+    return inbound
+
+
+def test_core_whole_call(benchmark, tmp_path):
+    """The proxy core carrying one whole benchmark call: the 12 messages that
+    reach the proxy (INVITE, three 180s, 200, two 200s to CANCEL, two 487s,
+    ACK, BYE, its 200), each followed by what the shell does after a
+    message. The calls are recorded once against a core with seeded
+    identifiers, then replayed into a fresh core with the same seed (so the
+    proxy's branches match the recorded answers): only the core is timed."""
+    calls = 2000
+    recorder = core_with_contacts(tmp_path / "record")
+    recorded = [_record_call(recorder, n, NOW + n * 0.01) for n in range(1, calls + 1)]
+    core = core_with_contacts(tmp_path / "replay")
+    rounds = iter(recorded)
+
+    def setup():
+        return (next(rounds),), {}
+
+    def replay(call: list[Inbound]) -> int:
+        sent = 0
+        for data, source, at in call:
+            sent += len(_feed(core, data, source, at))
+        return sent
+
+    sent = benchmark.pedantic(replay, setup=setup, rounds=calls - 100, warmup_rounds=100)
+    # The last call: 3 forks + 100 + 3 180s + 200 + 2 CANCELs + 2 ACKs + ACK + BYE + 200.
+    assert sent == 15
