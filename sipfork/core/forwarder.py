@@ -87,7 +87,7 @@ class Forwarder:
         # Branches sent whose client transactions are not made yet (settle);
         # the core looks at it to know when to call settle().
         # (context, branch, its bytes, the template and Via they came from, when sent).
-        self.unsettled: list[tuple[CallContext, BranchState, bytes, ForwardTemplate, str, float]] = []
+        self.unsettled: list[tuple[CallContext, BranchState, Send, ForwardTemplate, str, float]] = []
 
     def reload(self, config: Config, interfaces: Interfaces) -> None:
         self.config = config
@@ -149,13 +149,13 @@ class Forwarder:
             self._template = (template_key, template)
         via = self.interfaces.via(hop.transport, hop.host, branch_id)
         data = template.build(via=via, request_uri=spec.request_uri)
-        self._effects.append(Send(data=data, host=hop.host, port=hop.port, transport=hop.transport,
-                                  alternate=hop.alternate))
+        send = Send(data=data, host=hop.host, port=hop.port, transport=hop.transport, alternate=hop.alternate)
+        self._effects.append(send)
         state = BranchState(id=branch_id, spec=spec, rule_index=rule_index, cseq_shift=cseq_shift)
         # The branch's client transaction is made in settle(), once the shell
         # has sent what this message produced: a fork's last INVITE leaves
         # that much sooner. Nothing can reach the transaction before then.
-        self.unsettled.append((context, state, data, template, via, now))
+        self.unsettled.append((context, state, send, template, via, now))
         return state
 
     def settle(self) -> None:
@@ -166,13 +166,12 @@ class Forwarder:
         asks for the next deadline outside its guard, and an entry left in it
         would raise again at every later message."""
         try:
-            for context, state, data, template, via, now in self.unsettled:
+            for context, state, send, template, via, now in self.unsettled:
                 method = context.request.method
                 lines = (template.invite_lines(via=via, request_uri=state.spec.request_uri) if context.is_invite
                          else None)
-                transaction = ClientTransaction(data, method=method, hop=state.spec.hop, now=now, timers=self.timers,
-                                                lines=lines)
-                transaction.start()  # its first send already went out with the message's effects
+                transaction = ClientTransaction(send.data, method=method, hop=state.spec.hop, now=now,
+                                                timers=self.timers, lines=lines, sent=send)
                 entry = ClientEntry((state.id, method), transaction, context, state)
                 self.transactions[entry.key] = entry
                 self._schedule(entry)
@@ -265,7 +264,7 @@ class Forwarder:
         # retransmitted ACK leaves with the same branch.
         branch = MAGIC_COOKIE + hashlib.sha1(request.top_via.branch.encode() if request.top_via.branch
                                              else request.call_id.encode()).hexdigest()[:16]
-        shift = self.cseq_shifts.get((request.call_id, request.from_tag or ""), 0)
+        shift = self.dialog_shift(request)
         data = forward_request(request, via=self.interfaces.via(hop.transport, hop.host, branch),
                                max_forwards=max_forwards, received=received, rport=rport, pop_routes=pop_routes,
                                cseq=request.cseq.number + shift if shift else None)

@@ -65,9 +65,12 @@ class ClientTransaction(Transaction):
         now: float,
         timers: Timers = Timers(),
         lines: InviteLines | None = None,
+        sent: Send | None = None,
     ) -> None:
         """``lines``: what a CANCEL or ACK copies from ``data``, when the
-        caller knows it (else ``data`` is parsed the first time it is needed)."""
+        caller knows it (else ``data`` is parsed the first time it is needed).
+        ``sent``: the request's first send, when it already went out (the
+        transaction is then started and retransmits that Send)."""
         if method == "ACK":
             raise TransactionError("an ACK has no client transaction (RFC 3261 §17)")
         self.data = data
@@ -78,9 +81,10 @@ class ClientTransaction(Transaction):
         self.reliable = hop.transport == "tcp"
         self._request: Request | None = None
         self._lines = lines
-        self._send = Send(data=data, host=hop.host, port=hop.port, transport=hop.transport, alternate=hop.alternate)
+        self._send = sent if sent is not None else Send(data=data, host=hop.host, port=hop.port,
+                                                        transport=hop.transport, alternate=hop.alternate)
         self._ack: Send | None = None
-        self._started = False
+        self._started = sent is not None
         self._interval = timers.t1
         self._timeout = 64 * timers.t1
         self._timers = {}
