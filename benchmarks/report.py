@@ -151,7 +151,8 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
         "",
         f"- Date: {meta['date']}",
         f"- Command: `{meta['command']}`" + (" (quick mode)" if opts.get("quick") else ""),
-        f"- Machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}",
+        f"- Machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}" + (f" ({m['python_path']})" if m.get("python_path") else ""),
         f"- Load before: `{meta['uptime_before']}`",
         f"- Load after: `{meta.get('uptime_after', '?')}`",
         f"- Versions: sipfork {meta['versions']['sipfork']} (git {meta['versions']['git']}), "

@@ -79,6 +79,8 @@ def machine_info() -> dict:
         "cpu": cpu,
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # the interpreter sipfork runs on (the harness's venv): its build matters (README.md)
+        "python_path": os.path.realpath(sys.executable),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
     }
 
