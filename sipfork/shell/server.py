@@ -136,6 +136,7 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
+        self.arming = False  # an arm() is due at the end of this loop turn
         self.stopped = asyncio.Event()
         self.last_message = 0.0  # when the last message came (see sweep)
         self.sweeper: asyncio.TimerHandle | None = None
@@ -217,6 +218,7 @@ class Server:
         self.core.reload(config, self.now())
         settle_memory()
         self.flush()
+        self.arm()
 
     def sync(self) -> None:
         """Take in the bindings other workers stored since we last looked."""
@@ -242,6 +244,7 @@ class Server:
         except Exception:  # noqa: BLE001 — nothing may end the receive loop
             log.exception("internal error handling a message from %s:%d; message dropped", *source)
         self.flush()
+        self.arm_after_turn()
         keep_collections_small()
 
     def sweep(self) -> None:
@@ -263,13 +266,15 @@ class Server:
         except Exception:  # noqa: BLE001 — a bug in one transaction must not stop the others
             log.exception("internal error in a timer")
         self.flush()
+        self.arm()
 
     def flush(self) -> None:
-        """Carry out the core's effects in order. Effects that write to the
-        store wait, with everything after them, for the end of this turn of
-        the event loop, so that the bindings of every REGISTER read in this
-        turn are committed together (group commit: one sync of the disk)
-        before any of their 200 OKs leaves."""
+        """Carry out the core's effects in order (the caller arms the timer
+        afterwards). Effects that write to the store wait, with everything
+        after them, for the end of this turn of the event loop, so that the
+        bindings of every REGISTER read in this turn are committed together
+        (group commit: one sync of the disk) before any of their 200 OKs
+        leaves."""
         effects = self.core.effects()
         if not self.pending:
             for effect in effects:
@@ -278,10 +283,8 @@ class Server:
                     break
             else:
                 self.carry_out(effects)
-                self.arm()
                 return
         self.pending.extend(effects)
-        self.arm()
 
     def commit(self) -> None:
         effects, self.pending = self.pending, []
@@ -340,6 +343,20 @@ class Server:
             if family_v6 == ipv6:
                 return protocol
         return None
+
+    def arm_after_turn(self) -> None:
+        """Arm the timer once the loop has handed us every datagram that was
+        waiting: a wake-up usually brings several (a call's three 180s, or
+        the 200 with the CANCELs' answers), and each arm() asks the core for
+        its earliest deadline, which arms what the message touched — done
+        once per turn, an object touched by several of them is armed once."""
+        if not self.arming:
+            self.arming = True
+            asyncio.get_running_loop().call_soon(self._arm_now)
+
+    def _arm_now(self) -> None:
+        self.arming = False
+        self.arm()
 
     def arm(self) -> None:
         """Arm the timer for the core's earliest deadline, unless the armed
