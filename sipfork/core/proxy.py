@@ -161,7 +161,7 @@ class Core:
         self._expiry_known = False
         self.location.drop(user, contact)
 
-    def store_failed(self, effects: list[Effect], now: float) -> list[Effect]:
+    def store_failed(self, effects: list[Effect]) -> list[Effect]:
         """The store did not take the binding changes among ``effects`` (the
         shell's write of them failed): the location table goes back to what
         the store has, and each REGISTER that made a change is answered 500

@@ -297,7 +297,7 @@ class Server:
             # answers the REGISTERs that made these changes 500 instead of
             # 200 and takes its location table back to what the store has.
             # The loop goes on; the next REGISTER tries the store again.
-            self.carry_out(self.core.store_failed(effects, self.now()))
+            self.carry_out(self.core.store_failed(effects))
             users = sorted({change.user if isinstance(change, Binding) else change[0] for change in changes})
             # After the REGISTERs' own lines, which say what they asked for.
             log.error("could not store the bindings of %s (%s): their REGISTERs are answered 500",

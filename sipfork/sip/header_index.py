@@ -1,6 +1,6 @@
 """The header-section index: where each header field of a message is.
 
-:func:`_index_header_section` reads the header section of a received message
+:func:`index_header_section` reads the header section of a received message
 (RFC 3261 §7.3) and records, for each field, where its name, value and line
 are in the received bytes, as a :data:`Field` tuple; :mod:`sipfork.sip.message`
 builds its Message on that index and decodes a value only when it is read.
@@ -66,13 +66,7 @@ def _name_key(name: bytes) -> bytes:
     return key
 
 
-def _index_headers(data: bytes, pos: int) -> tuple[list[Field], int, int]:
-    """Index header fields from ``pos``; returns (fields, header_end, body_start)."""
-    fields, header_end, body_start, _ = _index_header_section(data, pos)
-    return fields, header_end, body_start
-
-
-def _index_header_section(
+def index_header_section(
     data: bytes, pos: int
 ) -> tuple[list[Field], int, int, dict[bytes, tuple[Field, ...]] | None]:
     """Index header fields from ``pos``; returns (fields, header_end,

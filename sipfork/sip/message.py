@@ -34,7 +34,7 @@ from sipfork.sip.header_index import (
     VALUE_END,
     VALUE_START,
     Field,
-    _index_header_section,
+    index_header_section,
 )
 from sipfork.sip.headers import CSeq, Via, parse_cseq, parse_name_addrs, parse_via
 from sipfork.sip.uri import SUPPORTED_SCHEMES, NameAddr, SipUri, TelUri, parse_name_addr, parse_uri
@@ -387,13 +387,13 @@ def parse_message(data: bytes) -> Request | Response:
         # The usual status line: "SIP/2.0 " three digits, a space, the reason.
         code = data[pos + 8 : pos + 11]
         if code.isdigit() and b"100" <= code <= b"699":
-            fields, header_end, body_start, index = _index_header_section(data, newline + 1)
+            fields, header_end, body_start, index = index_header_section(data, newline + 1)
             message = Response(data, fields, header_end, body_start, size, status=int(code),
                                reason=data[pos + 12 : end].decode("utf-8", "surrogateescape"), index=index)
             _check_headers(message, data)
             return message
     first, second, third = _parse_start_line(data[pos:end])
-    fields, header_end, body_start, index = _index_header_section(data, newline + 1)
+    fields, header_end, body_start, index = index_header_section(data, newline + 1)
 
     message: Request | Response
     if first.upper().startswith("SIP/"):

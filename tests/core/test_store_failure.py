@@ -22,7 +22,7 @@ def register_and_fail(core: Core, port: int, now: float, *, expires: int = 3600)
     effects = core.effects()
     assert [type(e).__name__ for e in effects if isinstance(e, (SaveBinding, DropBinding, Send))] == [
         "SaveBinding" if expires else "DropBinding", "Send"]
-    return data, core.store_failed(effects, now + 1)
+    return data, core.store_failed(effects)
 
 
 def answers(effects: list[Effect], port: int) -> list[Response]:
@@ -61,7 +61,7 @@ def test_every_register_of_a_failed_write_gets_500_and_the_other_effects_stay() 
     for port in (6301, 6302):
         core.receive(_authorized_register(core, port, NOW), ("127.0.0.1", port), "udp", NOW + 1)
         pending += core.effects()
-    out = core.store_failed(pending, NOW + 1)
+    out = core.store_failed(pending)
     assert [(r.status, port) for port in (6301, 6302) for r in answers(out, port)] == [(500, 6301), (500, 6302)]
     assert core.location.bindings("bob") == []
     assert len(out) == len(pending)  # each 200 replaced in place, nothing else touched
@@ -73,7 +73,7 @@ def test_the_drop_of_an_expired_binding_is_not_taken_back() -> None:
     core.handle_timer(NOW + 3601)
     effects = core.effects()
     assert [type(e).__name__ for e in effects if not isinstance(e, Send)] == ["DropBinding", "Log"]
-    assert core.store_failed(effects, NOW + 3601) == effects
+    assert core.store_failed(effects) == effects
     assert core.location.bindings("bob") == []  # expired either way
 
 
@@ -87,6 +87,6 @@ def test_a_retransmission_answered_before_the_failed_write_gets_500_too() -> Non
     pending = core.effects()
     core.receive(data, ("127.0.0.1", 6301), "udp", NOW + 1.5)  # before the commit ran
     pending += core.effects()
-    out = core.store_failed(pending, NOW + 1.5)
+    out = core.store_failed(pending)
     assert [r.status for r in answers(out, 6301)] == [500, 500]
     assert core.location.bindings("bob") == []
