@@ -82,6 +82,8 @@ class Core:
         # per-message path reaches them without a lookup through it.
         self._client = self.forwarder.transactions
         self._unsettled = self.forwarder.unsettled
+        # INVITEs whose 100 Trying is made in settle(), after their branches left.
+        self._owed_trying: list[tuple[ServerTransaction, Request, float]] = []
         self._receive_response = self.forwarder.receive_response
 
     def _apply_config(self, config: Config) -> None:
@@ -102,19 +104,40 @@ class Core:
 
     # -- the shell's side ------------------------------------------------
 
-    def effects(self) -> list[Effect]:
+    def effects(self, *, settle: bool = True) -> list[Effect]:
+        """What the core wants done, in order. ``settle=False`` is for the
+        shell: only what the last message made at once (a new call's
+        branches), which it sends before calling :meth:`settle` and taking
+        the rest (the 100 Trying)."""
+        if settle and (self._unsettled or self._owed_trying):
+            self.settle()
         # The list stays the same object (the forwarder appends to it too):
         # a copy goes out, the list is emptied.
         effects = self._effects.copy()
         self._effects.clear()
         return effects
 
+    def settle(self) -> None:
+        """Finish what the last message left for after its sends: the
+        branches' client transactions, and the 100 Trying that only stops the
+        caller's retransmissions (RFC 3261 §16.2, §17.2.1: the first comes
+        500 ms later). Every entry point calls it first, so nothing can find
+        them missing."""
+        if self._unsettled:
+            self.forwarder.settle()
+        if self._owed_trying:
+            try:
+                for transaction, request, now in self._owed_trying:
+                    self._respond(transaction, request, 100, now)
+            finally:
+                self._owed_trying.clear()  # as Forwarder.settle: never wedged by one that raised
+
     def next_deadline(self) -> float | None:
         """The earliest deadline of anything the core waits for; the shell
         asks after carrying out each batch of effects (it also arms what
         the batch changed)."""
-        if self._unsettled:
-            self.forwarder.settle()
+        if self._unsettled or self._owed_trying:
+            self.settle()
         earliest = self._deadlines.earliest()
         kept = self._kept.next_deadline()
         if kept is not None and (earliest is None or kept < earliest):
@@ -125,8 +148,8 @@ class Core:
         return earliest
 
     def handle_timer(self, now: float) -> None:
-        if self._unsettled:
-            self.forwarder.settle()
+        if self._unsettled or self._owed_trying:
+            self.settle()
         self._kept.expire(now)
         for obj in self._deadlines.due(now):
             if isinstance(obj, CallContext):
@@ -197,8 +220,8 @@ class Core:
 
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float) -> None:
         """One datagram, or one framed message from a stream."""
-        if self._unsettled:
-            self.forwarder.settle()
+        if self._unsettled or self._owed_trying:
+            self.settle()
         retransmitted = self._raw.get(data)
         if retransmitted is not None:
             self._emit(retransmitted.receive_request(now))
@@ -263,12 +286,8 @@ class Core:
             self._receive_cancel(request, transaction, key, now)
         elif method == "INVITE":
             self._new_request(request, transaction, source, transport, now)
-            if not transaction.answered:
-                # The 100 only stops the caller's retransmissions (RFC 3261
-                # §16.2, §17.2.1: the first comes 500 ms later), so it is made
-                # after the branches, which leave first; an INVITE answered
-                # at once (a challenge, a refusal) needs none.
-                self._respond(transaction, request, 100, now)
+            if not transaction.answered:  # one answered at once (a challenge, a refusal) needs none
+                self._owed_trying.append((transaction, request, now))
         else:
             self._new_request(request, transaction, source, transport, now)
         self._schedule(transaction)

@@ -241,6 +241,10 @@ class Server:
             if self.shared and not data.startswith(b"SIP/"):
                 self.sync()  # a REGISTER at another worker counts at once
             self.core.receive(data, source, transport, now)
+            # A new call's branches leave before the core makes the rest
+            # (their transactions, the 100 Trying): fork latency.
+            self.flush(settle=False)
+            self.core.settle()
         except Exception:  # noqa: BLE001 — nothing may end the receive loop
             log.exception("internal error handling a message from %s:%d; message dropped", *source)
         self.flush()
@@ -268,14 +272,14 @@ class Server:
         self.flush()
         self.arm()
 
-    def flush(self) -> None:
+    def flush(self, *, settle: bool = True) -> None:
         """Carry out the core's effects in order (the caller arms the timer
         afterwards). Effects that write to the store wait, with everything
         after them, for the end of this turn of the event loop, so that the
         bindings of every REGISTER read in this turn are committed together
         (group commit: one sync of the disk) before any of their 200 OKs
         leaves."""
-        effects = self.core.effects()
+        effects = self.core.effects(settle=settle)
         if not self.pending:
             for effect in effects:
                 if isinstance(effect, (SaveBinding, DropBinding)):

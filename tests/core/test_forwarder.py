@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sipfork.core import forwarder
+from sipfork.core.effects import Send
 from sipfork.core.transactions import TransactionError
 from tests.core.test_proxy import (
     CALLER,
@@ -14,7 +15,6 @@ from tests.core.test_proxy import (
     make_core,
     reply,
     sends,
-    start_call,
     to,
 )
 
@@ -31,9 +31,10 @@ def test_a_branch_whose_transaction_cannot_be_made_does_not_stop_later_calls(mon
 
     monkeypatch.setattr(forwarder, "ClientTransaction", failing_for_call_1)
     core = make_core(binding("alice", 6001))
-    start_call(core)
+    core.receive(invite(), CALLER, "udp", NOW)
+    assert len(to(6001, [e for e in core.effects(settle=False) if isinstance(e, Send)])) == 1  # the fork left
     with pytest.raises(TransactionError):
-        core.next_deadline()  # the shell asks after sending the forks
+        core.settle()  # as the shell does once the forks are sent
     core.receive(invite(branch="z9hG4bKcaller2", call_id="call-2@test"), CALLER, "udp", NOW + 1)
     [fork] = to(6001, sends(core))
     assert fork.call_id == "call-2@test"

@@ -129,6 +129,21 @@ def test_invite_forks_to_every_contact_with_record_route_and_our_via() -> None:
     assert forks[6001].vias[0].branch != forks[6002].vias[0].branch
 
 
+def test_the_branches_are_handed_out_before_the_100_trying_is_made() -> None:
+    """The shell takes what a message made at once, sends it, then lets the
+    core settle: a new call's branches leave first; the 100 Trying (and the
+    branches' transactions) are made after them."""
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    core.receive(invite(), CALLER, "udp", NOW)
+    first = [parsed(e) for e in core.effects(settle=False) if isinstance(e, Send)]
+    assert sorted((r.method, r.uri) for r in first) == [  # type: ignore[union-attr]
+        ("INVITE", "sip:alice@127.0.0.1:6001"), ("INVITE", "sip:alice@127.0.0.1:6002")]
+    core.settle()
+    assert [r.status for r in to(CALLER[1], sends(core))] == [100]  # type: ignore[union-attr]
+    core.receive(invite(), CALLER, "udp", NOW + 0.5)  # the caller's retransmission: absorbed
+    assert [r.status for r in to(CALLER[1], sends(core))] == [100]  # type: ignore[union-attr]
+
+
 def test_answer_cancels_the_other_branch_with_reason_and_reaches_the_caller() -> None:
     core = make_core(binding("alice", 6001), binding("alice", 6002))
     forks = start_call(core)
