@@ -88,6 +88,10 @@ class Forwarder:
         # the core looks at it to know when to call settle().
         # (context, branch, its bytes, the template and Via they came from, when sent).
         self.unsettled: list[tuple[CallContext, BranchState, Send, ForwardTemplate, str, float]] = []
+        # What waits for the same: CANCELs asked for (context, branch,
+        # Reason, when) and the call log line, so that a 2xx reaches the
+        # caller before they are made (the core looks at it too).
+        self.after_sends: list[tuple[CallContext, BranchState, str | None, float] | Log] = []
 
     def reload(self, config: Config, interfaces: Interfaces) -> None:
         self.config = config
@@ -160,11 +164,25 @@ class Forwarder:
 
     def settle(self) -> None:
         """Make the client transactions of the branches sent since the last
-        call. The core calls it first thing in each of its entry points.
+        call, then the CANCELs and log lines that waited for the sends. The
+        core calls it first thing in each of its entry points, and the shell
+        once it has sent what a message made at once.
 
-        The list is emptied even when making one raises (our bug): the shell
-        asks for the next deadline outside its guard, and an entry left in it
-        would raise again at every later message."""
+        The lists are emptied even when making one raises (our bug): an
+        entry left in them would raise again at every later message."""
+        if self.unsettled:
+            self._make_branch_transactions()
+        if self.after_sends:
+            try:
+                for item in self.after_sends:
+                    if isinstance(item, Log):
+                        self._effects.append(item)
+                    else:
+                        self._send_cancel(*item)
+            finally:
+                self.after_sends.clear()
+
+    def _make_branch_transactions(self) -> None:
         try:
             for context, state, send, template, via, now in self.unsettled:
                 method = context.request.method
@@ -179,8 +197,10 @@ class Forwarder:
             self.unsettled.clear()
 
     def cancel(self, context: CallContext, branch: BranchState, reason: str | None, now: float) -> None:
-        if self.unsettled:
-            self.settle()
+        """CANCEL ``branch`` (made in settle(), after this message's sends)."""
+        self.after_sends.append((context, branch, reason, now))
+
+    def _send_cancel(self, context: CallContext, branch: BranchState, reason: str | None, now: float) -> None:
         entry = self.transactions.get((branch.id, context.request.method))
         if entry is None:
             return
@@ -235,8 +255,10 @@ class Forwarder:
         if request.method != "INVITE" or context.plan.target == request.uri:
             return
         branches = len(context.branches)
-        self._log(logging.INFO, f"call {context.upstream.caller} → {context.plan.target}: {outcome}; "
-                                f"{branches} branch{'es' if branches != 1 else ''}; {now - context.started:.1f}s")
+        # After this message's sends, as the CANCELs: writing it is not on their way.
+        self.after_sends.append(Log(level=logging.INFO, message=(
+            f"call {context.upstream.caller} → {context.plan.target}: {outcome}; "
+            f"{branches} branch{'es' if branches != 1 else ''}; {now - context.started:.1f}s")))
 
     def dialog_shift(self, request: Request) -> int:
         """How much higher the callee's leg counts CSeq than ``request``'s

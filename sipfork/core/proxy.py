@@ -82,6 +82,7 @@ class Core:
         # per-message path reaches them without a lookup through it.
         self._client = self.forwarder.transactions
         self._unsettled = self.forwarder.unsettled
+        self._after_sends = self.forwarder.after_sends
         # INVITEs whose 100 Trying is made in settle(), after their branches left.
         self._owed_trying: list[tuple[ServerTransaction, Request, float]] = []
         self._receive_response = self.forwarder.receive_response
@@ -107,9 +108,10 @@ class Core:
     def effects(self, *, settle: bool = True) -> list[Effect]:
         """What the core wants done, in order. ``settle=False`` is for the
         shell: only what the last message made at once (a new call's
-        branches), which it sends before calling :meth:`settle` and taking
-        the rest (the 100 Trying)."""
-        if settle and (self._unsettled or self._owed_trying):
+        branches, an answer going to the caller), which it sends before
+        calling :meth:`settle` and taking the rest (the 100 Trying, the
+        CANCELs of the other branches)."""
+        if settle and (self._unsettled or self._after_sends or self._owed_trying):
             self.settle()
         # The list stays the same object (the forwarder appends to it too):
         # a copy goes out, the list is emptied.
@@ -119,11 +121,12 @@ class Core:
 
     def settle(self) -> None:
         """Finish what the last message left for after its sends: the
-        branches' client transactions, and the 100 Trying that only stops the
+        branches' client transactions, the CANCELs and the call log line
+        (:meth:`Forwarder.settle`), and the 100 Trying that only stops the
         caller's retransmissions (RFC 3261 §16.2, §17.2.1: the first comes
         500 ms later). Every entry point calls it first, so nothing can find
         them missing."""
-        if self._unsettled:
+        if self._unsettled or self._after_sends:
             self.forwarder.settle()
         if self._owed_trying:
             try:
@@ -136,7 +139,7 @@ class Core:
         """The earliest deadline of anything the core waits for; the shell
         asks after carrying out each batch of effects (it also arms what
         the batch changed)."""
-        if self._unsettled or self._owed_trying:
+        if self._unsettled or self._after_sends or self._owed_trying:
             self.settle()
         earliest = self._deadlines.earliest()
         kept = self._kept.next_deadline()
@@ -148,7 +151,7 @@ class Core:
         return earliest
 
     def handle_timer(self, now: float) -> None:
-        if self._unsettled or self._owed_trying:
+        if self._unsettled or self._after_sends or self._owed_trying:
             self.settle()
         self._kept.expire(now)
         for obj in self._deadlines.due(now):
@@ -220,7 +223,7 @@ class Core:
 
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float) -> None:
         """One datagram, or one framed message from a stream."""
-        if self._unsettled or self._owed_trying:
+        if self._unsettled or self._after_sends or self._owed_trying:
             self.settle()
         retransmitted = self._raw.get(data)
         if retransmitted is not None:

@@ -241,8 +241,9 @@ class Server:
             if self.shared and not data.startswith(b"SIP/"):
                 self.sync()  # a REGISTER at another worker counts at once
             self.core.receive(data, source, transport, now)
-            # A new call's branches leave before the core makes the rest
-            # (their transactions, the 100 Trying): fork latency.
+            # A new call's branches, or an answer for the caller, leave
+            # before the core makes the rest (transactions, the 100 Trying,
+            # the CANCELs of the other branches).
             self.flush(settle=False)
             self.core.settle()
         except Exception:  # noqa: BLE001 — nothing may end the receive loop

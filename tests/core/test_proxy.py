@@ -163,6 +163,25 @@ def test_answer_cancels_the_other_branch_with_reason_and_reaches_the_caller() ->
     assert to(6002, out) == []
 
 
+def test_an_answer_is_handed_out_before_the_cancels_and_the_call_log_line_are_made() -> None:
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    forks = start_call(core)
+    for port, request in forks.items():
+        core.receive(reply(request, 180, to_tag=f"t{port}"), ("127.0.0.1", port), "udp", NOW + 0.1)
+    sends(core)
+    core.receive(reply(forks[6002], 200, to_tag="t6002"), ("127.0.0.1", 6002), "udp", NOW + 2)
+    first = core.effects(settle=False)
+    assert [(e.port, parsed(e).status) for e in first if isinstance(e, Send)] == [  # type: ignore[union-attr]
+        (CALLER[1], 200)]
+    assert [e for e in first if not isinstance(e, Send)] == []
+    core.settle()
+    rest = core.effects()
+    assert [(e.port, parsed(e).method) for e in rest if isinstance(e, Send)] == [  # type: ignore[union-attr]
+        (6001, "CANCEL")]
+    [line] = [e.message for e in rest if isinstance(e, Log)]
+    assert "answered by" in line
+
+
 def test_nobody_answers_the_caller_gets_480_after_ring_time_and_branches_are_cancelled_without_reason() -> None:
     core = make_core(binding("alice", 6001), binding("alice", 6002))
     forks = start_call(core)
