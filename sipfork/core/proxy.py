@@ -3,7 +3,10 @@
 Bytes, the time and the configuration go in (:meth:`Core.receive`,
 :meth:`Core.handle_timer`, :meth:`Core.reload`); bytes to send, bindings to
 store and log records come out (:meth:`Core.effects`), with the earliest
-deadline in :meth:`Core.next_deadline`. The shell applies effects in order.
+deadline in :meth:`Core.next_deadline`. The shell applies effects in order:
+first what a message made at once (``effects(settle=False)``: a call's
+branches, an answer for the caller), then, after :meth:`Core.settle`, the
+rest (the 100 Trying, CANCELs, transactions, the call's log line).
 
 The core takes requests in (server transactions, the registrar, routing to
 a plan); what goes out to the branches and comes back from them (client
