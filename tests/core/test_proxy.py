@@ -115,6 +115,15 @@ def start_call(core: Core, to_user: str = "alice") -> dict[int, Request]:
     return forks  # type: ignore[return-value]
 
 
+def ringing_call(core: Core) -> dict[int, Request]:
+    """start_call, then every branch answers 180 (To tag t<port>)."""
+    forks = start_call(core)
+    for port, request in forks.items():
+        core.receive(reply(request, 180, to_tag=f"t{port}"), ("127.0.0.1", port), "udp", NOW + 0.1)
+    sends(core)
+    return forks
+
+
 def test_invite_forks_to_every_contact_with_record_route_and_our_via() -> None:
     core = make_core(binding("alice", 6001), binding("alice", 6002), binding("bob", 6003))
     forks = start_call(core)
@@ -165,10 +174,7 @@ def test_answer_cancels_the_other_branch_with_reason_and_reaches_the_caller() ->
 
 def test_an_answer_is_handed_out_before_the_cancels_and_the_call_log_line_are_made() -> None:
     core = make_core(binding("alice", 6001), binding("alice", 6002))
-    forks = start_call(core)
-    for port, request in forks.items():
-        core.receive(reply(request, 180, to_tag=f"t{port}"), ("127.0.0.1", port), "udp", NOW + 0.1)
-    sends(core)
+    forks = ringing_call(core)
     core.receive(reply(forks[6002], 200, to_tag="t6002"), ("127.0.0.1", 6002), "udp", NOW + 2)
     first = core.effects(settle=False)
     assert [(e.port, parsed(e).status) for e in first if isinstance(e, Send)] == [  # type: ignore[union-attr]
@@ -184,10 +190,7 @@ def test_an_answer_is_handed_out_before_the_cancels_and_the_call_log_line_are_ma
 
 def test_nobody_answers_the_caller_gets_480_after_ring_time_and_branches_are_cancelled_without_reason() -> None:
     core = make_core(binding("alice", 6001), binding("alice", 6002))
-    forks = start_call(core)
-    for port, request in forks.items():
-        core.receive(reply(request, 180, to_tag=f"t{port}"), ("127.0.0.1", port), "udp", NOW + 0.1)
-    sends(core)
+    forks = ringing_call(core)
     assert core.next_deadline() is not None
     core.handle_timer(NOW + 29.9)
     assert [s for s in sends(core) if s.port != CALLER[1] and b"CANCEL" in s.data[:6]] == []
