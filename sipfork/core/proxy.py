@@ -114,7 +114,7 @@ class Core:
         branches, an answer going to the caller), which it sends before
         calling :meth:`settle` and taking the rest (the 100 Trying, the
         CANCELs of the other branches)."""
-        if settle and (self._unsettled or self._after_sends or self._owed_trying):
+        if settle:
             self.settle()
         # The list stays the same object (the forwarder appends to it too):
         # a copy goes out, the list is emptied.
@@ -128,7 +128,7 @@ class Core:
         (:meth:`Forwarder.settle`), and the 100 Trying that only stops the
         caller's retransmissions (RFC 3261 §16.2, §17.2.1: the first comes
         500 ms later). Every entry point calls it first, so nothing can find
-        them missing."""
+        them missing; with nothing left over it only looks at three lists."""
         if self._unsettled or self._after_sends:
             self.forwarder.settle()
         if self._owed_trying:
@@ -142,8 +142,7 @@ class Core:
         """The earliest deadline of anything the core waits for; the shell
         asks after carrying out each batch of effects (it also arms what
         the batch changed)."""
-        if self._unsettled or self._after_sends or self._owed_trying:
-            self.settle()
+        self.settle()
         earliest = self._deadlines.earliest()
         kept = self._kept.next_deadline()
         if kept is not None and (earliest is None or kept < earliest):
@@ -154,8 +153,7 @@ class Core:
         return earliest
 
     def handle_timer(self, now: float) -> None:
-        if self._unsettled or self._after_sends or self._owed_trying:
-            self.settle()
+        self.settle()
         self._kept.expire(now)
         for obj in self._deadlines.due(now):
             if isinstance(obj, CallContext):
@@ -226,8 +224,7 @@ class Core:
 
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float) -> None:
         """One datagram, or one framed message from a stream."""
-        if self._unsettled or self._after_sends or self._owed_trying:
-            self.settle()
+        self.settle()
         retransmitted = self._raw.get(data)
         if retransmitted is not None:
             self._emit(retransmitted.receive_request(now))
