@@ -66,7 +66,10 @@ def test_callers_are_spread_over_a_reuseport_group_as_evenly_as_the_kernel_allow
     assert set(spread.callers) == set(layout.callers) and len(spread.callers) == 12  # reordered, none lost
     counts = [info["sockets"].count(k) for k in (0, 1)]
     available = [every.count(k) for k in (0, 1)]
-    assert all(c == min(2, a) for c, a in zip(counts, available)) or sum(counts) == 4 and max(counts) - min(counts) <= 1
+    assert sum(counts) == min(4, sum(available))
+    # a socket is short of the others only when it has no caller left to give
+    # (the kernel may put 11 of the 12 on one socket: then it is 1 and 3)
+    assert all(c == a or c >= max(counts) - 1 for c, a in zip(counts, available, strict=True))
     assert chosen[0] == layout.callers[0]  # the first caller stays first
 
 
