@@ -1,20 +1,24 @@
 """The core's one timer queue: every object with a ``deadline()`` (server and
-client transactions, call contexts) in a heap by its earliest deadline.
+client transactions, call contexts), handed out when its deadline comes.
 
 An object is armed lazily: :meth:`Deadlines.touch` only marks it, and its
-deadline goes on the heap when the shell next asks :meth:`Deadlines.earliest`,
-which it does after sending what a message produced. So the heap work stays
+deadline goes into the queue when the shell next asks :meth:`Deadlines.earliest`,
+which it does after sending what a message produced. So the queue work stays
 off the path from a request in to its branches out, and an object touched
 several times while handling one message is armed once.
 
-A heap entry whose deadline is no longer the object's armed one is stale and
-skipped (cheaper than removing it from the middle of the heap).
+Objects are kept in buckets by deadline, with a heap of the distinct
+deadlines: most deadlines are a finished transaction's or call's lingering
+time on the 1 s grid, so a second's worth of them (hundreds under load)
+share one bucket, and arming one is an append, not a push onto a heap of
+tens of thousands. A bucket entry whose deadline is no longer the object's
+armed one is stale and skipped; a count of the armed objects per deadline
+tells a bucket holding only stale entries without looking into it.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -25,10 +29,11 @@ class HasDeadline(Protocol):
 
 class Deadlines:
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, HasDeadline]] = []
+        self._heap: list[float] = []  # the deadlines that have a bucket
+        self._buckets: dict[float, list[HasDeadline]] = {}  # in the order armed: ties go first armed, first due
         self._armed: dict[HasDeadline, float] = {}
+        self._count: dict[float, int] = {}  # armed objects per deadline (absent: none)
         self._touched: dict[HasDeadline, None] = {}
-        self._sequence = itertools.count()  # ties: first armed, first due
 
     def touch(self, obj: HasDeadline) -> None:
         """``obj``'s deadline may have changed."""
@@ -36,31 +41,51 @@ class Deadlines:
 
     def forget(self, obj: HasDeadline) -> None:
         self._touched.pop(obj, None)
-        self._armed.pop(obj, None)
+        old = self._armed.pop(obj, None)
+        if old is not None:
+            self._uncount(old)
+
+    def _uncount(self, deadline: float) -> None:
+        left = self._count[deadline] - 1
+        if left:
+            self._count[deadline] = left
+        else:
+            del self._count[deadline]
 
     def _arm_touched(self) -> None:
         armed = self._armed
-        heap = self._heap
-        sequence = self._sequence
+        count = self._count
+        buckets = self._buckets
         for obj in self._touched:
             deadline = obj.deadline()
+            old = armed.get(obj)
+            if deadline == old:
+                continue
+            if old is not None:
+                self._uncount(old)
             if deadline is None:
-                armed.pop(obj, None)
-            elif armed.get(obj) != deadline:
-                armed[obj] = deadline
-                heapq.heappush(heap, (deadline, next(sequence), obj))
+                del armed[obj]
+                continue
+            armed[obj] = deadline
+            count[deadline] = count.get(deadline, 0) + 1
+            bucket = buckets.get(deadline)
+            if bucket is None:
+                buckets[deadline] = [obj]
+                heapq.heappush(self._heap, deadline)
+            else:
+                bucket.append(obj)
         self._touched.clear()
 
     def earliest(self) -> float | None:
         if self._touched:
             self._arm_touched()
         heap = self._heap
-        armed = self._armed
         while heap:
-            deadline, _, obj = heap[0]
-            if armed.get(obj) == deadline:
+            deadline = heap[0]
+            if deadline in self._count:
                 return deadline
             heapq.heappop(heap)
+            del self._buckets[deadline]
         return None
 
     def due(self, now: float) -> Iterator[HasDeadline]:
@@ -71,11 +96,16 @@ class Deadlines:
         armed = self._armed
         if self._touched:
             self._arm_touched()
-        while heap and heap[0][0] <= now:
-            deadline, _, obj = heapq.heappop(heap)
-            if armed.get(obj) != deadline:
-                continue
-            del armed[obj]
-            yield obj
-            if self._touched:
-                self._arm_touched()
+        while heap and heap[0] <= now:
+            deadline = heapq.heappop(heap)
+            # Re-armed for this same deadline while its bucket is handed
+            # out, an object goes into a new bucket (and is found armed in
+            # whichever it is met first).
+            for obj in self._buckets.pop(deadline):
+                if armed.get(obj) != deadline:
+                    continue
+                del armed[obj]
+                self._uncount(deadline)
+                yield obj
+                if self._touched:
+                    self._arm_touched()

@@ -156,13 +156,16 @@ class Core:
         self.settle()
         self._kept.expire(now)
         for obj in self._deadlines.due(now):
-            if isinstance(obj, CallContext):
-                obj.handle_timer(now)
-            elif isinstance(obj, ClientEntry):
+            # Touched first: forgetting it while handling it (its last
+            # timer, the usual case) takes the touch back, so a finished
+            # transaction is not looked at again.
+            self._schedule(obj)
+            if isinstance(obj, ClientEntry):
                 self.forwarder.handle_timer(obj, now)
             elif isinstance(obj, ServerTransaction):
                 self._server_outputs(obj, obj.handle_timer(now))
-            self._schedule(obj)
+            elif isinstance(obj, CallContext):
+                obj.handle_timer(now)
         expiry = self._next_expiry()
         if expiry is not None and expiry <= now:
             self._expiry_known = False

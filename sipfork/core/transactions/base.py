@@ -110,7 +110,10 @@ class Transaction:
         out: list = []
         timers = self._timers
         while timers:
-            timer, at = min(timers.items(), key=_first_due)
+            if len(timers) == 1:  # the usual case: a finished transaction's last timer
+                ((timer, at),) = timers.items()
+            else:
+                timer, at = min(timers.items(), key=_first_due)
             if at > now:
                 break
             del timers[timer]
