@@ -8,9 +8,11 @@ first what a message made at once (``effects(settle=False)``: a call's
 branches, an answer for the caller), then, after :meth:`Core.settle`, the
 rest (the 100 Trying, CANCELs, transactions, the call's log line).
 
-The core takes requests in (server transactions, the registrar, routing to
-a plan); what goes out to the branches and comes back from them (client
-transactions, CANCEL, answers upstream) is :mod:`sipfork.core.forwarder`.
+The core takes requests in (server transactions, the registrar) and
+carries out what :mod:`sipfork.core.admission` decides for each new one
+(answer it, register it, or proxy it along a plan); what goes out to the
+branches and comes back from them (client transactions, CANCEL, answers
+upstream) is :mod:`sipfork.core.forwarder`.
 """
 
 from __future__ import annotations
@@ -18,35 +20,27 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from datetime import datetime, timezone
 
 from attrs import evolve
 
 from sipfork.bindings import Binding
 from sipfork.config import Config
+from sipfork.core.admission import DEFAULT_MAX_FORWARDS, Admission, Answer, CallKey, Forward
 from sipfork.core.auth import Authenticator
 from sipfork.core.context import CallContext
 from sipfork.core.deadlines import Deadlines
 from sipfork.core.effects import Effect, Log, RegisterAnswer, Send, answered_by
 from sipfork.core.forwarder import ClientEntry, Forwarder
 from sipfork.core.ids import Ids
-from sipfork.core.interfaces import Interfaces, hop_for_uri
+from sipfork.core.interfaces import Interfaces
 from sipfork.core.kept import KeptAnswers, ServerKey, key_text
 from sipfork.core.location import Location
 from sipfork.core.registrar import Registrar
 from sipfork.core.transactions import ServerState, ServerTransaction, Terminated, TimedOut, Timers, response_destination
-from sipfork.core.upstream import Upstream, caller_of, via_marks
-from sipfork.routing.plan import Branch, Hop, Otherwise, Plan, Refusal, Rule
-from sipfork.routing.planner import plan_call
+from sipfork.core.upstream import Upstream, via_marks
 from sipfork.sip.builder import build_response
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.message import InvalidRequest, Request, Response, parse_message
-from sipfork.sip.uri import SipUri, TelUri
-
-DEFAULT_MAX_FORWARDS = 70
-DEFAULT_MAX_BREADTH = 60  # RFC 5393 §5
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, REFER, MESSAGE, NOTIFY, SUBSCRIBE"
-
 
 class Core:
     """One proxy worker's protocol state."""
@@ -62,15 +56,16 @@ class Core:
         self.location = Location(bindings)
         self.authenticator = Authenticator(config, secret=secret or ids.secret())
         self.registrar = Registrar(config, self.location, self.authenticator, ids)
-        self._apply_config(config)
+        self.config = config
+        self.interfaces = Interfaces.from_config(config, via_ports)
         self._effects: list[Effect] = []
         self._server: dict[ServerKey, ServerTransaction] = {}
         self._server_keys: dict[ServerTransaction, tuple[ServerKey, bytes]] = {}
         self._raw: dict[bytes, ServerTransaction] = {}  # exact retransmissions, dropped unparsed
         self._kept = KeptAnswers()  # responses standing in for finished transactions
         self._contexts: dict[ServerTransaction, CallContext] = {}
-        self._calls: dict[tuple[str, str, int, str], CallContext] = {}  # loop detection
-        self._call_keys: dict[CallContext, tuple[str, str, int, str]] = {}  # the way back
+        self._calls: dict[CallKey, CallContext] = {}  # loop detection
+        self._call_keys: dict[CallContext, CallKey] = {}  # the way back
         self._deadlines = Deadlines()
         self._schedule = self._deadlines.touch  # bound once: called a few dozen times per call
         self._unschedule = self._deadlines.forget
@@ -89,19 +84,16 @@ class Core:
         # INVITEs whose 100 Trying is made in settle(), after their branches left.
         self._owed_trying: list[tuple[ServerTransaction, Request, float]] = []
         self._receive_response = self.forwarder.receive_response
-
-    def _apply_config(self, config: Config) -> None:
-        self.config = config
-        self.interfaces = Interfaces.from_config(config, self.via_ports)
-        self.trusted = frozenset(host for gateway in config.gateways for host in gateway.inbound_from)
-        self.zone = _zone(config.proxy.timezone)
-        self._local_second: tuple[int, datetime] | None = None
+        self.admission = Admission(config, self.interfaces, self.location, self.authenticator,
+                                   client=self._client, calls=self._calls)
 
     def reload(self, config: Config, now: float) -> None:
         """Use a new configuration for new requests; calls in progress keep
         the plan they started with."""
-        self._apply_config(config)
+        self.config = config
+        self.interfaces = Interfaces.from_config(config, self.via_ports)
         self.forwarder.reload(config, self.interfaces)
+        self.admission.reload(config, self.interfaces)
         self.authenticator.reload(config)
         self.registrar.reload(config)
         self._log(logging.INFO, "configuration reloaded")
@@ -318,179 +310,60 @@ class Core:
 
     def _new_request(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
                      transport: str, now: float) -> None:
-        method = request.method
-        max_forwards = request.max_forwards
-        if max_forwards is None:
-            max_forwards = DEFAULT_MAX_FORWARDS
-        pop_routes = self._own_routes(request)
-        routes_left = len(request.routes) - pop_routes
-        ruri = request.ruri
-        to_us = routes_left == 0 and self.interfaces.is_local_uri(ruri) and (
-            isinstance(ruri, SipUri) and ruri.user is None
-        )
-        if method == "OPTIONS" and (to_us or max_forwards <= 0 and request.to_tag is None):
-            self._respond(transaction, request, 200, now, headers=(("Allow", ALLOW), ("Accept", "application/sdp")))
-            return
-        if max_forwards <= 0:
-            self._respond(transaction, request, 483, now)
-            return
-        if request.has_header("Proxy-Require"):
-            self._respond(transaction, request, 420, now,
-                          headers=(("Unsupported", ", ".join(request.header_values("Proxy-Require"))),))
-            return
-        if request.to_tag is not None or routes_left > 0:
-            self._forward_routed(request, transaction, source, transport, pop_routes, max_forwards - 1, now)
-            return
-        if not self.interfaces.is_local_uri(ruri):
-            self._respond(transaction, request, 403, now, reason="Not Our Domain")
-            return
-        if method == "REGISTER":
-            self._expiry_known = False
-            result = self.registrar.handle(request, source=source, transport=transport, now=now)
-            if result.status == 401:
-                self._emit(result.effects)
-                # A challenge goes out statelessly (RFC 3261 §8.2.7): no
-                # transaction, so floods of unauthenticated requests leave no
-                # state for Timer J (§26.1.5). Its bytes are kept for 8*T1 only,
-                # so that the first retransmissions get the very same 401 (a
-                # UA without a transaction layer, such as SIPp, takes a fresh
-                # challenge for a new response); later ones get a fresh one.
-                host, port = transaction.destination
-                send = Send(data=result.response, host=host, port=port, transport=transport)
-                self._effects.append(send)
-                key = self._server_keys[transaction][0]
-                self._forget_server(transaction)
-                if transport != "tcp":
-                    self._kept.keep_challenge(key, send.data, now + 8 * self.timers.t1)
-                return
-            outputs = transaction.respond(result.response, result.status, now)
-            # Stored before the 200 OK leaves (DESIGN.md); each change names
-            # the REGISTER and its 200, for when the store fails (store_failed).
-            key = key_text(self._server_keys[transaction][0])
-            answer = RegisterAnswer(request=request, source=source, key=key,
-                                    response=next(output for output in outputs if isinstance(output, Send)))
-            self._emit(answered_by(result.effects, answer))
-            self._server_outputs(transaction, outputs)
-            return
-        if to_us:
-            self._respond(transaction, request, 405 if method != "BYE" else 481, now, headers=(("Allow", ALLOW),))
-            return
-        self._route_to_plan(request, transaction, source, transport, pop_routes, max_forwards - 1, now)
+        decision = self.admission.decide(request, source, now)
+        if isinstance(decision, Forward):
+            self._start_context(request, transaction, decision, source, transport, now)
+        elif isinstance(decision, Answer):
+            self._respond(transaction, request, decision.status, now, reason=decision.reason,
+                          headers=decision.headers)
+            if decision.log is not None:
+                self._effects.append(decision.log)
+        else:
+            self._register(request, transaction, source, transport, now)
 
-    def _own_routes(self, request: Request) -> int:
-        """How many of the topmost Route values name us (RFC 3261 §16.4)."""
-        count = 0
-        for route in request.routes:
-            if not self.interfaces.is_own_route(route.uri):
-                break
-            count += 1
-        return count
-
-    def _authorize(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
-                   now: float) -> tuple[bool, str | None] | None:
-        """(inbound from a trusted gateway, the authenticated user), or None
-        when the request was answered with a challenge or a refusal."""
-        if source[0] in self.trusted or self._own_branch(request):
-            # A request we forked ourselves that came back (a `sip:` target
-            # naming us: a spiral, RFC 3261 §16.3 step 4) was authorized on
-            # its first pass; it may ring our users and numbers as an
-            # inbound call does, but not dial out.
-            return True, None
-        result = self.authenticator.check(request, source_host=source[0], now=now, proxy=True)
-        if result.status == "ok" and result.user is not None:
-            return False, result.user.name
-        if result.status in ("missing", "stale"):
-            headers = self.authenticator.challenge(realm=self.config.proxy.domain, source_host=source[0], now=now,
-                                                   proxy=True, user=result.user, stale=result.status == "stale")
-            self._respond(transaction, request, 407, now, headers=headers)
-            return None
-        self._respond(transaction, request, 403, now)
-        return None
-
-    def _own_branch(self, request: Request) -> bool:
-        """Whether the top Via is ours with the branch of a client
-        transaction of ours still alive: we sent this very request."""
-        via = request.top_via
-        return (via.branch is not None and (via.branch, request.method) in self._client
-                and self.interfaces.is_own_address(via.host, via.port))
-
-    def _route_to_plan(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
-                       transport: str, pop_routes: int, max_forwards: int, now: float) -> None:
-        authorized = self._authorize(request, transaction, source, now)
-        if authorized is None:
+    def _register(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
+                  transport: str, now: float) -> None:
+        self._expiry_known = False
+        result = self.registrar.handle(request, source=source, transport=transport, now=now)
+        if result.status == 401:
+            self._emit(result.effects)
+            # A challenge goes out statelessly (RFC 3261 §8.2.7): no
+            # transaction, so floods of unauthenticated requests leave no
+            # state for Timer J (§26.1.5). Its bytes are kept for 8*T1 only,
+            # so that the first retransmissions get the very same 401 (a
+            # UA without a transaction layer, such as SIPp, takes a fresh
+            # challenge for a new response); later ones get a fresh one.
+            host, port = transaction.destination
+            send = Send(data=result.response, host=host, port=port, transport=transport)
+            self._effects.append(send)
+            key = self._server_keys[transaction][0]
+            self._forget_server(transaction)
+            if transport != "tcp":
+                self._kept.keep_challenge(key, send.data, now + 8 * self.timers.t1)
             return
-        inbound, user = authorized
-        ruri = request.ruri
-        dialled = ruri.number if isinstance(ruri, TelUri) else (ruri.user or "")
-        call_key = (request.call_id, request.from_tag or "", request.cseq.number, dialled)
-        if call_key in self._calls and any(self.interfaces.is_own_address(v.host, v.port) for v in request.vias[1:]):
-            # The same request came back to us for the same destination:
-            # a forwarding loop, not a spiral (RFC 3261 §16.3 step 4).
-            self._respond(transaction, request, 482, now)
-            self._log(logging.WARNING, f"loop detected for {dialled} (Call-ID {request.call_id})")
-            return
-        caller = caller_of(request)
-        outcome = plan_call(self.config, dialled=dialled, caller=caller, at=self._local_time(now),
-                            registrations=self.location.snapshot(now), external_allowed=not inbound, now=now)
-        if isinstance(outcome, Refusal):
-            self._respond(transaction, request, outcome.status, now, reason=outcome.reason)
-            self._log(logging.INFO, f"call {caller or 'anonymous'} → {dialled}: "
-                                    f"{outcome.status} {outcome.reason}")
-            return
-        plan = outcome
-        if request.method != "INVITE":
-            plan = plan.first_rule_only()
-        breadth = request.header("Max-Breadth")
-        incoming_breadth = int(breadth) if breadth and breadth.strip().isdigit() else DEFAULT_MAX_BREADTH
-        width = max((len(rule.branches) for rule in plan.rules), default=1) or 1
-        if width > incoming_breadth:
-            self._respond(transaction, request, 440, now)
-            return
-        drop = ("Proxy-Authorization",) if user is not None else ()
-        self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
-                            max_forwards=max_forwards, record_route=request.method in ("INVITE", "SUBSCRIBE", "REFER"),
-                            max_breadth=incoming_breadth // width, drop_headers=drop, call_key=call_key,
-                            caller=user or caller or "anonymous")
+        outputs = transaction.respond(result.response, result.status, now)
+        # Stored before the 200 OK leaves (DESIGN.md); each change names
+        # the REGISTER and its 200, for when the store fails (store_failed).
+        key = key_text(self._server_keys[transaction][0])
+        answer = RegisterAnswer(request=request, source=source, key=key,
+                                response=next(output for output in outputs if isinstance(output, Send)))
+        self._emit(answered_by(result.effects, answer))
+        self._server_outputs(transaction, outputs)
 
-    def _forward_routed(self, request: Request, transaction: ServerTransaction, source: tuple[str, int],
-                        transport: str, pop_routes: int, max_forwards: int, now: float) -> None:
-        """An in-dialog request, or one with a Route set beyond us: to the
-        next Route value, else to the Request-URI (RFC 3261 §16.5, §16.12)."""
-        hop = self._next_hop(request, pop_routes)
-        if hop is None:
-            self._respond(transaction, request, 404 if request.to_tag is None else 481, now)
-            return
-        spec = Branch(key="route", label=str(request.uri), request_uri=request.uri, hop=hop)
-        plan = Plan(target=request.uri, rules=(Rule(name="route", ringing="parallel", branches=(spec,),
-                                                    duration=None),), otherwise=Otherwise())
-        shift = self.forwarder.dialog_shift(request)
-        self._start_context(request, transaction, plan, source, transport, now, pop_routes=pop_routes,
-                            max_forwards=max_forwards, record_route=False, max_breadth=None, drop_headers=(),
-                            call_key=None, caller="", cseq_shift=shift)
-
-    def _next_hop(self, request: Request, pop_routes: int) -> Hop | None:
-        routes = request.routes
-        if len(routes) > pop_routes:
-            return hop_for_uri(routes[pop_routes].uri)
-        binding = self.location.find_contact(request.uri)
-        if binding is not None:
-            return binding.hop
-        ruri = request.ruri
-        if self.interfaces.is_local_uri(ruri):
-            return None
-        return hop_for_uri(ruri)
-
-    def _start_context(self, request: Request, transaction: ServerTransaction, plan: Plan,
-                       source: tuple[str, int], transport: str, now: float, *, pop_routes: int, max_forwards: int,
-                       record_route: bool, max_breadth: int | None, drop_headers: tuple[str, ...],
-                       call_key: tuple[str, str, int, str] | None, caller: str, cseq_shift: int = 0) -> None:
+    def _start_context(self, request: Request, transaction: ServerTransaction, forward: Forward,
+                       source: tuple[str, int], transport: str, now: float) -> None:
+        # A routed request in a dialog whose gateway leg answered a
+        # challenge counts CSeq as that leg does.
+        call_key = forward.call_key
+        shift = self.forwarder.dialog_shift(request) if call_key is None else 0
         received, rport = via_marks(request.top_via, source)
         upstream = Upstream(transaction=transaction, source=source, transport=transport, to_tag=self.ids.tag(),
-                            max_forwards=max_forwards, pop_routes=pop_routes, record_route=record_route,
-                            received=received, rport=rport, max_breadth=max_breadth, drop_headers=drop_headers,
-                            caller=caller, cseq_shift=cseq_shift)
-        context = CallContext(request=request, plan=plan, forwarder=self.forwarder, upstream=upstream, started=now,
-                              is_invite=request.method == "INVITE")
+                            max_forwards=forward.max_forwards, pop_routes=forward.pop_routes,
+                            record_route=forward.record_route, received=received, rport=rport,
+                            max_breadth=forward.max_breadth, drop_headers=forward.drop_headers,
+                            caller=forward.caller, cseq_shift=shift)
+        context = CallContext(request=request, plan=forward.plan, forwarder=self.forwarder, upstream=upstream,
+                              started=now, is_invite=request.method == "INVITE")
         self._contexts[transaction] = context
         if call_key is not None:
             self._calls[call_key] = context
@@ -507,8 +380,8 @@ class Core:
             return
         # The ACK for a 2xx is a request of its own: forwarded statelessly
         # along the route set.
-        pop_routes = self._own_routes(request)
-        hop = self._next_hop(request, pop_routes)
+        pop_routes = self.admission.own_routes(request)
+        hop = self.admission.next_hop(request, pop_routes)
         max_forwards = request.max_forwards
         if hop is None or (max_forwards is not None and max_forwards <= 0):
             return
@@ -563,19 +436,3 @@ class Core:
             call_key = self._call_keys.pop(context, None)
             if call_key is not None and self._calls.get(call_key) is context:
                 del self._calls[call_key]
-
-    def _local_time(self, now: float) -> datetime:
-        """The wall-clock time in the configured zone, to the second (rules
-        go by the minute at most); worked out once a second, not per call."""
-        second = int(now)
-        known = self._local_second
-        if known is None or known[0] != second:
-            known = self._local_second = (second, datetime.fromtimestamp(second, tz=timezone.utc).astimezone(self.zone))
-        return known[1]
-
-
-def _zone(name: str):  # type: ignore[no-untyped-def]
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
-
