@@ -42,6 +42,7 @@ from sipfork.sip.builder import build_response
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.message import InvalidRequest, Request, Response, parse_message
 
+
 class Core:
     """One proxy worker's protocol state."""
 
