@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,7 +156,7 @@ def _ports_in_use(layout: Layout, names: list[str], parts: list[str], callers: i
 
 
 def reuseport_sockets(
-    host: str, port: int, sources: tuple[Endpoint, ...], group: int, timeout: float = 0.2
+    host: str, port: int, sources: Sequence[tuple[str, int]], group: int, timeout: float = 0.2
 ) -> list[int | None]:
     """Which of `group` sockets sharing (host, port) through SO_REUSEPORT the
     kernel gives each source's datagrams to (None: that source port could not
@@ -172,11 +173,11 @@ def reuseport_sockets(
             sock.bind((host, port))
             sock.setblocking(False)
         out: list[int | None] = []
-        for ep in sources:
-            tag = f"reuseport probe from {ep.port}".encode()
+        for source in sources:
+            tag = f"reuseport probe from {source[1]}".encode()
             try:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as src:
-                    src.bind(ep.address)
+                    src.bind(source)
                     src.sendto(tag, (host, port))
             except OSError:
                 out.append(None)
@@ -204,7 +205,7 @@ def spread_callers(layout: Layout, n: int, workers: int, port: int) -> tuple[Lay
     two callers share one of two workers half the time), and what was found."""
     pool = layout.callers
     try:
-        sockets = reuseport_sockets("127.0.0.1", port, pool, workers)
+        sockets = reuseport_sockets("127.0.0.1", port, [ep.address for ep in pool], workers)
     except OSError as e:
         return layout, {"workers": workers, "error": str(e)}
     by_socket: dict[int, list[int]] = {}

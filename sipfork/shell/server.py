@@ -131,6 +131,7 @@ class Server:
         self.core: Core  # made in start(), once this worker's own ports are known
         self.udp: dict[tuple[str, bool], UdpProtocol] = {}  # (host, ipv6) -> socket
         self.udp_own: dict[bool, UdpProtocol] = {}  # ipv6 -> this worker's own socket
+        self.own_ports: dict[bool, int] = {}  # ipv6 -> its port
         self.senders: dict[tuple[bool, bool], UdpProtocol] = {}  # (ipv6, own) -> udp_for's answer
         self.tcp = TcpConnections(self.deliver)
         self.servers: list[asyncio.base_events.Server] = []
@@ -161,6 +162,7 @@ class Server:
                         lambda: UdpProtocol(self.deliver), local_addr=(listen.host, 0), family=family
                     )
                     self.udp_own.setdefault(family == socket.AF_INET6, own)
+                    self.own_ports.setdefault(family == socket.AF_INET6, transport.get_extra_info("sockname")[1])
                     via_ports.append((("udp", listen.host), transport.get_extra_info("sockname")[1]))
             else:
                 server = await loop.create_server(self.tcp.protocol, listen.host, listen.port, family=family,
@@ -324,6 +326,14 @@ class Server:
                 self.tcp.send(effect.data, effect.host, effect.port, effect.alternate)
                 return
             own = not effect.data.startswith(b"SIP/")
+            port = effect.port
+            if own and self.own_ports and self.core.interfaces.is_own_address(effect.host, port):
+                # A request to ourselves (a forwarding target naming this
+                # proxy: a spiral) goes to this worker's own port: through
+                # the shared one the kernel may hand it to another worker,
+                # which holds no transaction of it and would take it for a
+                # stranger's call (407).
+                port = self.own_ports.get(":" in effect.host, port)
             key = (":" in effect.host, own)
             protocol = self.senders.get(key)
             if protocol is None:
@@ -334,7 +344,7 @@ class Server:
             if protocol is None:
                 log.warning("no udp listener to reach %s:%d", effect.host, effect.port)
                 return
-            protocol.send(effect.data, effect.host, effect.port)
+            protocol.send(effect.data, effect.host, port)
         except OSError as error:
             log.info("send to %s:%d failed: %s", effect.host, effect.port, error)
 

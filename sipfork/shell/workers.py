@@ -54,9 +54,10 @@ def run_workers(config: Config, *, clock_offset: float = 0.0) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
+    pid = pid_path(config)
+    pid.parent.mkdir(parents=True, exist_ok=True)  # a fresh data_dir: the workers make it too, later
     for process in processes:
         process.start()
-    pid = pid_path(config)
     pid.write_text(f"{os.getpid()}\n")
     log.info("started %d workers", len(processes))
     status = 0

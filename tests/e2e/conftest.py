@@ -13,8 +13,9 @@
   ``$data_dir`` are filled in; listen and data_dir are added when missing).
   ``args`` are added to the command line (e.g. ``["-v"]``, ``["--clock",
   "2026-01-05 10:00"]``); ``command`` replaces ``python -m sipfork run -c
-  {config}``. Stopped after the test (after the phones, so they can
-  unregister); a proxy that died on its own fails the test.
+  {config}``; ``port`` listens there instead of on a free port. Stopped
+  after the test (after the phones, so they can unregister); a proxy that
+  died on its own fails the test.
 - ``proxy``: ``proxy_factory()`` with the default users.
 
 When a test fails, the tails of the phone and proxy logs are printed with it.
@@ -80,9 +81,10 @@ def proxy_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
         args: list[str] | tuple[str, ...] = (),
         command: list[str] | None = None,
         ready_timeout: float = 10.0,
+        port: int | None = None,
     ) -> RunningProxy:
         directory = tmp_path / (f"proxy{len(proxies) + 1}" if proxies else "proxy")
-        path, facts = prepare_config(config, directory, ipv6=ipv6)
+        path, facts = prepare_config(config, directory, ipv6=ipv6, port=port)
         running = RunningProxy(
             path,
             host=facts["host"],

@@ -1200,8 +1200,10 @@ def prepare_config(
     directory: Path,
     *,
     ipv6: bool = False,
+    port: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Write ``directory/proxy.toml`` listening on a free port and return its path and facts.
+    """Write ``directory/proxy.toml`` listening on a free port (or on ``port``)
+    and return its path and facts.
 
     ``config`` is None (the default users), a dict of `render_config` keyword
     arguments (``users``, ``groups``, ``numbers``, ``gateways``, ``proxy`` (keys
@@ -1215,7 +1217,8 @@ def prepare_config(
     directory.mkdir(parents=True, exist_ok=True)
     host = "127.0.0.1"
     host6 = "::1" if ipv6 else None
-    port = free_port(host, also=[host6] if host6 else [])
+    if port is None:
+        port = free_port(host, also=[host6] if host6 else [])
     listen = [f"udp:{host}:{port}", f"tcp:{host}:{port}"]
     if host6:
         listen += [f"udp:[{host6}]:{port}", f"tcp:[{host6}]:{port}"]
