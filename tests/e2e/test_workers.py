@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from benchmarks.runner import reuseport_sockets
-from tests.e2e.phones import free_port
+from tests.e2e.phones import Event, Phone, free_port
 from tests.e2e.test_forwarding import LOOP_CONFIG, PhoneFactory, ProxyFactory
 
 HOST = "127.0.0.1"
@@ -27,6 +27,19 @@ def ports_on_two_workers(proxy_port: int) -> tuple[int, int]:
     by_socket = {socket: port for port, socket in zip(candidates, sockets, strict=True) if socket is not None}
     assert set(by_socket) == {0, 1}, f"16 ports all went to one socket: {sockets}"
     return by_socket[0], by_socket[1]
+
+
+def answered_and_hung_up(caller: Phone, callee: Phone, uri: str) -> Event:
+    """``caller`` calls ``uri``, ``callee`` answers, ``caller`` hangs up;
+    the callee's incoming_call event."""
+    call = caller.call(uri)
+    incoming = callee.wait_for("incoming_call")
+    callee.answer(incoming.call)
+    assert caller.wait_for("call_state", call=call, state="CONFIRMED").status == 200
+    caller.hangup(call)
+    callee.wait_for("call_state", call=incoming.call, state="DISCONNECTED")
+    assert caller.wait_for("call_state", call=call, state="DISCONNECTED")
+    return incoming
 
 
 def worker_of(line: str) -> str:
@@ -51,17 +64,11 @@ def test_a_registration_at_one_worker_rings_for_a_call_through_the_other(
     registered_at = worker_of(proxy.wait_for_log("REGISTER alice:"))
     assert worker_of(proxy.wait_for_log("REGISTER bob:")) != registered_at
 
-    # At once: the INVITE goes to bob's worker, which never saw alice's REGISTER.
-    call = bob.call("sip:alice@pbx.local")
-    incoming = alice.wait_for("incoming_call")
-    alice.answer(incoming.call)
-    # Alice's 180 and 200 reach the worker that forked the INVITE (its own
-    # port is in the Via): otherwise bob would never hear them.
-    assert bob.wait_for("call_state", call=call, state="CONFIRMED").status == 200
+    # At once: the INVITE goes to bob's worker, which never saw alice's
+    # REGISTER. Alice's 180 and 200 reach the worker that forked the INVITE
+    # (its own port is in the Via): otherwise bob would never hear them.
+    answered_and_hung_up(bob, alice, "sip:alice@pbx.local")
     assert worker_of(proxy.wait_for_log("call bob → user alice")) != registered_at
-    bob.hangup(call)
-    alice.wait_for("call_state", call=incoming.call, state="DISCONNECTED")
-    assert bob.wait_for("call_state", call=call, state="DISCONNECTED")
 
 
 def test_a_forwarding_to_ourselves_comes_back_to_the_worker_that_sent_it(
@@ -81,14 +88,7 @@ def test_a_forwarding_to_ourselves_comes_back_to_the_worker_that_sent_it(
     dave = phone_factory("dave", local_port=dave_port)
     assert alice.register_at(proxy, "alice") == 200
     assert dave.register_at(proxy, "dave") == 200
-    call = dave.call("+4922100000003")
-    incoming = alice.wait_for("incoming_call")
-    assert incoming.from_user == "dave"
-    alice.answer(incoming.call)
-    assert dave.wait_for("call_state", call=call, state="CONFIRMED").status == 200
-    dave.hangup(call)
-    alice.wait_for("call_state", call=incoming.call, state="DISCONNECTED")
-    dave.wait_for("call_state", call=call, state="DISCONNECTED")
+    assert answered_and_hung_up(dave, alice, "+4922100000003").from_user == "dave"
     # The worker that forked the call to +…03 took the spiral in itself.
     forked_by = worker_of(proxy.wait_for_log("call dave → number +4922100000003: answered"))
     assert worker_of(proxy.wait_for_log("call dave → user alice: answered")) == forked_by
