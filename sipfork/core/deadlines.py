@@ -91,17 +91,23 @@ class Deadlines:
     def due(self, now: float) -> Iterator[HasDeadline]:
         """The objects whose deadline has come, earliest first, each disarmed
         as it is handed out. The caller touches it again after handling it;
-        one whose new deadline has come too is handed out again in this pass."""
+        one whose new deadline has come too is handed out again in this pass.
+        A bucket leaves the queue only once it has been walked to its end: if
+        the caller stops early (an error in handling one), the rest wait for
+        the next pass."""
         heap = self._heap
         armed = self._armed
         if self._touched:
             self._arm_touched()
         while heap and heap[0] <= now:
-            deadline = heapq.heappop(heap)
-            # Re-armed for this same deadline while its bucket is handed
-            # out, an object goes into a new bucket (and is found armed in
-            # whichever it is met first).
-            for obj in self._buckets.pop(deadline):
+            deadline = heap[0]
+            bucket = self._buckets[deadline]
+            # An object armed again for this same deadline while the bucket
+            # is handed out is appended to it, and met again in this walk.
+            index = 0
+            while index < len(bucket):
+                obj = bucket[index]
+                index += 1
                 if armed.get(obj) != deadline:
                     continue
                 del armed[obj]
@@ -109,3 +115,9 @@ class Deadlines:
                 yield obj
                 if self._touched:
                     self._arm_touched()
+            del self._buckets[deadline]
+            if heap[0] == deadline:
+                heapq.heappop(heap)
+            else:  # one was armed for a time already past: it went on top
+                heap.remove(deadline)
+                heapq.heapify(heap)

@@ -102,3 +102,40 @@ def test_objects_on_the_same_deadline_come_out_in_the_order_they_were_armed():
     assert queue.earliest() == 2.0
     assert [obj.name for obj in queue.due(2.0)] == [4, 3, 2, 0, 1]
     assert queue.earliest() is None
+
+
+def test_a_pass_cut_short_by_an_error_leaves_the_rest_for_the_next():
+    # The core catches an error in handling one object (a bug in it must not
+    # stop the others): the objects after it in the same second still fire.
+    queue = Deadlines()
+    objects = [Timed(i) for i in range(3)]
+    for obj in objects:
+        obj.at = 1.0
+        queue.touch(obj)
+    assert queue.earliest() == 1.0
+    passing = queue.due(2.0)
+    assert next(passing).name == 0
+    passing.close()  # as when the handler raised
+    objects[0].at = None
+    queue.touch(objects[0])
+    assert queue.earliest() == 1.0
+    assert [obj.name for obj in queue.due(2.0)] == [1, 2]
+    assert queue.earliest() is None
+
+
+def test_an_object_armed_for_a_time_already_past_while_a_bucket_is_walked_comes_after_it():
+    queue = Deadlines()
+    first, second, late = Timed(0), Timed(1), Timed(2)
+    for obj, at in ((first, 2.0), (second, 2.0), (late, 3.0)):
+        obj.at = at
+        queue.touch(obj)
+    handed = []
+    for obj in queue.due(5.0):
+        handed.append(obj.name)
+        obj.at = obj.rearm
+        if obj is first:
+            late.at = 1.0  # moved to a time that has come: it goes on top of the heap
+            queue.touch(late)
+        queue.touch(obj)
+    assert handed == [0, 1, 2]
+    assert queue.earliest() is None

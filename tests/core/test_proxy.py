@@ -10,6 +10,8 @@ import logging
 import random
 from pathlib import Path
 
+import pytest
+
 from sipfork.bindings import Binding
 from sipfork.config import parse_config
 from sipfork.core.effects import Log, SaveBinding, Send
@@ -608,3 +610,32 @@ def test_a_register_over_tcp_keeps_nothing_after_its_200() -> None:
     assert [r.status for r in to(6202, sends(core))] == [200]  # type: ignore[union-attr]
     assert core._server == {}
     assert [key.split()[0] for key in core._kept.by_key] == ["z9hG4bKa1"]  # only the challenge (it went over UDP)
+
+
+def test_an_error_in_one_timer_leaves_the_others_due_with_it_for_the_next_pass(monkeypatch) -> None:
+    # Both branches' Timer A come due at the same instant. Handling the first
+    # raises (a bug; the shell logs it and goes on): the second still fires on
+    # the next pass, and the one that raised is not tried again and again.
+    core = make_core(binding("alice", 6001), binding("alice", 6002))
+    core.receive(invite(), CALLER, "udp", NOW)
+    sends(core)
+    assert core.next_deadline() == NOW + 0.5
+    handled = []
+    handle_timer = core.forwarder.handle_timer
+
+    def first_one_fails(entry, now):  # type: ignore[no-untyped-def]
+        handled.append(entry)
+        if len(handled) == 1:
+            raise RuntimeError("a bug")
+        handle_timer(entry, now)
+
+    monkeypatch.setattr(core.forwarder, "handle_timer", first_one_fails)
+    with pytest.raises(RuntimeError):
+        core.handle_timer(NOW + 0.5)
+    sends(core)
+    core.handle_timer(NOW + 0.5)
+    again = [parsed(s) for s in sends(core) if s.data.startswith(b"INVITE")]
+    assert len(handled) == 2 and handled[1] is not handled[0]
+    assert len(again) == 1  # the second branch's INVITE, retransmitted (Timer A)
+    core.handle_timer(NOW + 0.6)
+    assert len(handled) == 2
