@@ -115,7 +115,8 @@ class Deadlines:
                 yield obj
                 if self._touched:
                     self._arm_touched()
-            del self._buckets[deadline]
+            if self._buckets.pop(deadline, None) is None:
+                continue  # earliest() dropped it meanwhile (it had no armed object left)
             if heap[0] == deadline:
                 heapq.heappop(heap)
             else:  # one was armed for a time already past: it went on top

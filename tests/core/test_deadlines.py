@@ -139,3 +139,19 @@ def test_an_object_armed_for_a_time_already_past_while_a_bucket_is_walked_comes_
         queue.touch(obj)
     assert handed == [0, 1, 2]
     assert queue.earliest() is None
+
+
+def test_asking_for_the_earliest_deadline_in_the_middle_of_a_pass_changes_nothing_in_it():
+    queue = Deadlines()
+    objects = [Timed(i) for i in range(2)]
+    for obj in objects:
+        obj.at = 1.0
+        queue.touch(obj)
+    handed = []
+    for obj in queue.due(1.0):
+        handed.append(obj.name)
+        obj.at = None
+        queue.touch(obj)
+        queue.earliest()  # after the last one, this drops the walked bucket
+    assert handed == [0, 1]
+    assert queue.earliest() is None
