@@ -29,6 +29,16 @@ class Timed:
         return f"Timed({self.name}, at={self.at})"
 
 
+def queued(*deadlines: float) -> tuple[Deadlines, list[Timed]]:
+    """A queue holding one object per deadline, armed in that order."""
+    queue = Deadlines()
+    objects = [Timed(i) for i in range(len(deadlines))]
+    for obj, at in zip(objects, deadlines, strict=True):
+        obj.at = at
+        queue.touch(obj)
+    return queue, objects
+
+
 # Few distinct times, so that many objects share a deadline.
 times = st.sampled_from([1.0, 2.0, 3.0, 4.5])
 ops = st.lists(
@@ -107,11 +117,7 @@ def test_objects_on_the_same_deadline_come_out_in_the_order_they_were_armed():
 def test_a_pass_cut_short_by_an_error_leaves_the_rest_for_the_next():
     # The core catches an error in handling one object (a bug in it must not
     # stop the others): the objects after it in the same second still fire.
-    queue = Deadlines()
-    objects = [Timed(i) for i in range(3)]
-    for obj in objects:
-        obj.at = 1.0
-        queue.touch(obj)
+    queue, objects = queued(1.0, 1.0, 1.0)
     assert queue.earliest() == 1.0
     passing = queue.due(2.0)
     assert next(passing).name == 0
@@ -124,11 +130,7 @@ def test_a_pass_cut_short_by_an_error_leaves_the_rest_for_the_next():
 
 
 def test_an_object_armed_for_a_time_already_past_while_a_bucket_is_walked_comes_after_it():
-    queue = Deadlines()
-    first, second, late = Timed(0), Timed(1), Timed(2)
-    for obj, at in ((first, 2.0), (second, 2.0), (late, 3.0)):
-        obj.at = at
-        queue.touch(obj)
+    queue, (first, _, late) = queued(2.0, 2.0, 3.0)
     handed = []
     for obj in queue.due(5.0):
         handed.append(obj.name)
@@ -142,11 +144,7 @@ def test_an_object_armed_for_a_time_already_past_while_a_bucket_is_walked_comes_
 
 
 def test_asking_for_the_earliest_deadline_in_the_middle_of_a_pass_changes_nothing_in_it():
-    queue = Deadlines()
-    objects = [Timed(i) for i in range(2)]
-    for obj in objects:
-        obj.at = 1.0
-        queue.touch(obj)
+    queue, _ = queued(1.0, 1.0)
     handed = []
     for obj in queue.due(1.0):
         handed.append(obj.name)
