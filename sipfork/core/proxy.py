@@ -57,7 +57,6 @@ class Core:
         self.location = Location(bindings)
         self.authenticator = Authenticator(config, secret=secret or ids.secret())
         self.registrar = Registrar(config, self.location, self.authenticator, ids)
-        self.config = config
         self.interfaces = Interfaces.from_config(config, via_ports)
         self._effects: list[Effect] = []
         self._server: dict[ServerKey, ServerTransaction] = {}
@@ -91,7 +90,6 @@ class Core:
     def reload(self, config: Config, now: float) -> None:
         """Use a new configuration for new requests; calls in progress keep
         the plan they started with."""
-        self.config = config
         self.interfaces = Interfaces.from_config(config, self.via_ports)
         self.forwarder.reload(config, self.interfaces)
         self.admission.reload(config, self.interfaces)

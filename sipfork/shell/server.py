@@ -131,7 +131,6 @@ class Server:
         self.core: Core  # made in start(), once this worker's own ports are known
         self.udp: dict[tuple[str, bool], UdpProtocol] = {}  # (host, ipv6) -> socket
         self.udp_own: dict[bool, UdpProtocol] = {}  # ipv6 -> this worker's own socket
-        self.own_ports: dict[bool, int] = {}  # ipv6 -> its port
         self.senders: dict[tuple[bool, bool], UdpProtocol] = {}  # (ipv6, own) -> udp_for's answer
         self.tcp = TcpConnections(self.deliver)
         self.servers: list[asyncio.base_events.Server] = []
@@ -162,7 +161,6 @@ class Server:
                         lambda: UdpProtocol(self.deliver), local_addr=(listen.host, 0), family=family
                     )
                     self.udp_own.setdefault(family == socket.AF_INET6, own)
-                    self.own_ports.setdefault(family == socket.AF_INET6, transport.get_extra_info("sockname")[1])
                     via_ports.append((("udp", listen.host), transport.get_extra_info("sockname")[1]))
             else:
                 server = await loop.create_server(self.tcp.protocol, listen.host, listen.port, family=family,
@@ -327,13 +325,13 @@ class Server:
                 return
             own = not effect.data.startswith(b"SIP/")
             port = effect.port
-            if own and self.own_ports and self.core.interfaces.is_own_address(effect.host, port):
+            if own and self.udp_own and self.core.interfaces.is_own_address(effect.host, port):
                 # A request to ourselves (a forwarding target naming this
                 # proxy: a spiral) goes to this worker's own port: through
                 # the shared one the kernel may hand it to another worker,
                 # which holds no transaction of it and would take it for a
                 # stranger's call (407).
-                port = self.own_ports.get(":" in effect.host, port)
+                port = self.own_port(":" in effect.host, port)
             key = (":" in effect.host, own)
             protocol = self.senders.get(key)
             if protocol is None:
@@ -358,6 +356,13 @@ class Server:
             if family_v6 == ipv6:
                 return protocol
         return None
+
+    def own_port(self, ipv6: bool, default: int) -> int:
+        """This worker's own UDP port for the family (``default`` without one)."""
+        protocol = self.udp_own.get(ipv6)
+        if protocol is None or protocol.transport is None:
+            return default
+        return protocol.transport.get_extra_info("sockname")[1]
 
     def arm_after_turn(self) -> None:
         """Arm the timer once the loop has handed us every datagram that was
