@@ -129,6 +129,9 @@ class Server:
         self.bindings = self.store.load()
         self.secret = load_secret(config.proxy.data_dir)
         self.core: Core  # made in start(), once this worker's own ports are known
+        # Kept: asyncio.get_running_loop() makes a getpid system call each
+        # time (its fork check), and arm_after_turn asked for it per message.
+        self.loop: asyncio.AbstractEventLoop  # set in start()
         self.udp: dict[tuple[str, bool], UdpProtocol] = {}  # (host, ipv6) -> socket
         self.udp_own: dict[bool, UdpProtocol] = {}  # ipv6 -> this worker's own socket
         self.senders: dict[tuple[bool, bool], UdpProtocol] = {}  # (ipv6, own) -> udp_for's answer
@@ -146,7 +149,7 @@ class Server:
         return time.time() + self.clock_offset
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         via_ports: list[tuple[tuple[str, str], int]] = []
         for listen in self.config.proxy.listen:
             family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
@@ -254,14 +257,13 @@ class Server:
 
     def sweep(self) -> None:
         """A full collection, frozen objects included, once the proxy is idle."""
-        loop = asyncio.get_running_loop()
         if self.now() - self.last_message < SWEEP_IDLE:
-            self.sweeper = loop.call_later(SWEEP_IDLE, self.sweep)
+            self.sweeper = self.loop.call_later(SWEEP_IDLE, self.sweep)
             return
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        self.sweeper = loop.call_later(SWEEP_EVERY, self.sweep)
+        self.sweeper = self.loop.call_later(SWEEP_EVERY, self.sweep)
 
     def on_timer(self) -> None:
         self.timer = None
@@ -284,7 +286,7 @@ class Server:
         if not self.pending:
             for effect in effects:
                 if isinstance(effect, (SaveBinding, DropBinding)):
-                    asyncio.get_running_loop().call_soon(self.commit)
+                    self.loop.call_soon(self.commit)
                     break
             else:
                 self.carry_out(effects)
@@ -372,7 +374,7 @@ class Server:
         once per turn, an object touched by several of them is armed once."""
         if not self.arming:
             self.arming = True
-            asyncio.get_running_loop().call_soon(self._arm_now)
+            self.loop.call_soon(self._arm_now)
 
     def _arm_now(self) -> None:
         self.arming = False
@@ -398,9 +400,8 @@ class Server:
             return
         if self.timer is not None:
             self.timer.cancel()
-        loop = asyncio.get_running_loop()
         self.timer_at = wake
-        self.timer = loop.call_later(max(0.0, wake - self.now()), self.on_timer)
+        self.timer = self.loop.call_later(max(0.0, wake - self.now()), self.on_timer)
 
 
 async def serve(config: Config, *, clock_offset: float = 0.0, shared: bool = False) -> None:
