@@ -122,6 +122,15 @@ class CallBatch:
     def cpu_per_call_ms(self) -> float | None:
         return 1000 * self.proxy_cpu_s / self.completed if self.completed else None
 
+    @property
+    def switches_per_call(self) -> tuple[float, float] | None:
+        """The proxy's context switches per completed call, (voluntary, involuntary)."""
+        if not self.completed:
+            return None
+        voluntary = sum(p.get("voluntary", 0) for p in self.proxy_cpu_by_process)
+        involuntary = sum(p.get("involuntary", 0) for p in self.proxy_cpu_by_process)
+        return voluntary / self.completed, involuntary / self.completed
+
     def as_dict(self) -> dict:
         return {
             "rate": self.rate,
@@ -134,6 +143,7 @@ class CallBatch:
             "proxy_cpu_s": round(self.proxy_cpu_s, 3),
             "proxy_cpu_by_process": self.proxy_cpu_by_process,
             "cpu_per_call_ms": None if self.cpu_per_call_ms is None else round(self.cpu_per_call_ms, 4),
+            "switches_per_call": None if self.switches_per_call is None else [round(n, 2) for n in self.switches_per_call],
             "sipp_cpu_s": round(self.sipp_cpu_s, 3),
             "caller_exits": self.caller_exits,
             "udp_datagrams": self.udp_in,
@@ -242,12 +252,15 @@ def run_calls(
 
 
 def cpu_deltas(before: list[ProcessCpu], after: list[ProcessCpu]) -> list[dict]:
-    """CPU seconds each of the proxy's processes used between two readings
-    (a process that started in between counts from zero; one that ended is
-    lost, as in the total)."""
-    start = {p.pid: p.cpu_s for p in before}
+    """CPU seconds and context switches of each of the proxy's processes
+    between two readings (a process that started in between counts from
+    zero; one that ended is lost, as in the total)."""
+    start = {p.pid: p for p in before}
+    zero = ProcessCpu(0, "", 0.0)
     return [
-        {"pid": p.pid, "role": p.role, "cpu_s": round(p.cpu_s - start.get(p.pid, 0.0), 3)}
+        {"pid": p.pid, "role": p.role, "cpu_s": round(p.cpu_s - start.get(p.pid, zero).cpu_s, 3),
+         "voluntary": p.voluntary - start.get(p.pid, zero).voluntary,
+         "involuntary": p.involuntary - start.get(p.pid, zero).involuntary}
         for p in after
     ]
 

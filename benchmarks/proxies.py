@@ -34,11 +34,16 @@ class ProcessCpu:
     """utime + stime of one of the proxy's processes so far, and what it is:
     "main" (the process the harness started), "worker" (a sipfork worker,
     started by multiprocessing's spawn), "tracker" (multiprocessing's
-    resource tracker), else the command name (Kamailio's processes)."""
+    resource tracker), else the command name (Kamailio's processes); and its
+    context switches so far: voluntary (it waited for something) and
+    involuntary (the kernel ran another task in its place, typically a SIPp
+    process that one of its datagrams woke on the same core)."""
 
     pid: int
     role: str
     cpu_s: float
+    voluntary: int = 0
+    involuntary: int = 0
 
 
 @dataclass
@@ -148,7 +153,9 @@ class Proxy:
             stat = _stat_fields(pid)
             if stat:
                 ticks = int(stat[11]) + int(stat[12])  # utime, stime (fields 14, 15)
-                out.append(ProcessCpu(pid, "main" if i == 0 else _role(pid), ticks / CLK_TCK))
+                out.append(ProcessCpu(pid, "main" if i == 0 else _role(pid), ticks / CLK_TCK,
+                                      voluntary=_status_value(pid, "voluntary_ctxt_switches"),
+                                      involuntary=_status_value(pid, "nonvoluntary_ctxt_switches")))
         return out
 
     def udp_drops(self) -> int:
@@ -182,7 +189,7 @@ class Proxy:
 
     def memory(self) -> Memory:
         pids = self.pids()
-        rss = [_status_kib(pid, "VmRSS") for pid in pids]
+        rss = [_status_value(pid, "VmRSS") for pid in pids]
         pss = [_pss_kib(pid) for pid in pids]
         return Memory(
             rss_main_kib=rss[0] if rss else 0,
@@ -252,7 +259,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return data[data.rfind(")") + 2 :].split()
 
 
-def _status_kib(pid: int, key: str) -> int:
+def _status_value(pid: int, key: str) -> int:
+    """A number from /proc/<pid>/status (kiB for the sizes); 0 if unreadable."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:

@@ -37,6 +37,11 @@ def _fmt(x, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
+def _switches(pair) -> str:
+    """A step's context switches per call, voluntary / involuntary."""
+    return "–" if not pair else f"{pair[0]:.1f} / {pair[1]:.1f}"
+
+
 def _ratio(a, b, digits: int = 2) -> str:
     if a is None or b is None or not b or any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
         return "–"
@@ -235,6 +240,9 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             "stepping stops after the first unclean step. CPU per call: utime+stime of all the proxy's "
             "processes over the step ÷ calls completed. SIPp runs on the same "
             f"{m['nproc']} cores (its CPU is shown too). "
+            "Switches/call: the proxy's context switches per call from /proc/<pid>/status, voluntary "
+            "(it waited for input) / involuntary (the kernel ran another task in its place: mostly a SIPp "
+            "process one of its datagrams had just woken on the same core; each costs the proxy its caches). "
             "UDP drops: datagrams the kernel dropped on a full socket receive buffer during the step, "
             "on the proxy's own sockets / on any socket of the machine (SIPp's included).",
             "",
@@ -281,8 +289,8 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                 )
         lines += [
             "",
-            "| calls/s | proxy | clean | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | UDP drops proxy / all | wall s |",
-            "| ---: | --- | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| calls/s | proxy | clean | completed | failed | retrans. | CPU ms/call | proxy CPU s | SIPp CPU s | switches/call vol. / invol. | UDP drops proxy / all | wall s |",
+            "| ---: | --- | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         by_rate: dict[float, dict[str, dict]] = {}
         for t in series:
@@ -295,7 +303,8 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                     lines.append(
                         f"| {rate:g} | {t['label']} | {'yes' if st['clean'] else '**no**'} | {st['completed']}/{st['calls']} | {st['failed']} | "
                         f"{st['retransmissions']} | {_fmt(st['cpu_per_call_ms'], 3)} | {_fmt(st['proxy_cpu_s'], 2)} | "
-                        f"{_fmt(st['sipp_cpu_s'], 2)} | {st.get('proxy_udp_drops', '–')} / {st.get('udp_rcvbuf_drops', '–')} | {_fmt(st['wall_s'], 1)} |"
+                        f"{_fmt(st['sipp_cpu_s'], 2)} | {_switches(st.get('switches_per_call'))} | "
+                        f"{st.get('proxy_udp_drops', '–')} / {st.get('udp_rcvbuf_drops', '–')} | {_fmt(st['wall_s'], 1)} |"
                     )
             k = by_rate[rate].get(kam["label"]) if kam else None
             for t in ours:
@@ -303,7 +312,7 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                 if k and sf:
                     lines.append(
                         f"| {rate:g} | **{t['label']} / kamailio** | | | | | {_ratio(sf['cpu_per_call_ms'], k['cpu_per_call_ms'])} | "
-                        f"{_ratio(sf['proxy_cpu_s'], k['proxy_cpu_s'])} | | | |"
+                        f"{_ratio(sf['proxy_cpu_s'], k['proxy_cpu_s'])} | | | | |"
                     )
         lines.append("")
         for t in multi:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import itertools
 import random
+import time
 
 import pytest
 
@@ -223,6 +224,44 @@ def test_core_whole_call(benchmark, tmp_path):
     sent = benchmark.pedantic(replay, setup=setup, rounds=calls - 100, warmup_rounds=100)
     # The last call: 3 forks + 100 + 3 180s + 200 + 2 CANCELs + 2 ACKs + ACK + BYE + 200.
     assert sent == 15
+
+
+def test_core_invite_after_idle(benchmark, tmp_path):
+    """test_core_invite_forks_to_three as the latency part meets it: each
+    INVITE comes 50 ms after the core last had anything to do (calls at 10
+    calls/s), and is timed to its three branches (what the shell sends
+    before the core settles the rest). On the machines of this project,
+    50 ms of idleness leave the caches cold: the same work takes several
+    times its hot median, and that cold time, not the hot one, is what the
+    fork latency at low load measures (benchmarks/README.md, "Where the
+    time goes at low load"). Each round finishes the previous call (its
+    other eleven messages, untimed) before it idles."""
+    calls, idle = 160, 0.05
+    recorder = core_with_contacts(tmp_path / "record")
+    recorded = [_record_call(recorder, n, NOW + n / 10) for n in range(1, calls + 1)]
+    core = core_with_contacts(tmp_path / "replay")
+    rounds = iter(recorded)
+    rest: list[Inbound] = []
+
+    def setup():
+        if rest:
+            core.settle()
+            core.effects()
+            core.next_deadline()
+            for data, source, at in rest:
+                _feed(core, data, source, at)
+        call = next(rounds)
+        rest[:] = call[1:]
+        time.sleep(idle)  # the idleness measured, not a wait for anything
+        return (call[0],), {}
+
+    def invite(inbound: Inbound) -> list:
+        data, source, at = inbound
+        core.receive(data, source, "udp", at)
+        return core.effects(settle=False)
+
+    effects = benchmark.pedantic(invite, setup=setup, rounds=calls - 10, warmup_rounds=10)
+    assert {(e.host, e.port) for e in effects if e.data.startswith(b"INVITE ")} == set(CONTACTS)
 
 
 def test_core_a_second_of_calls(benchmark, tmp_path):

@@ -7,7 +7,9 @@ runs alternating between the proxies (and the report saying so)."""
 from __future__ import annotations
 
 import itertools
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,18 +100,36 @@ def test_every_count_sums_over_all_callers():
     assert len(d["callers"]) == 2 and d["caller_calls"] == [20, 20]
 
 
-def test_cpu_deltas_per_process():
+def test_cpu_and_context_switch_deltas_per_process():
     from benchmarks.proxies import ProcessCpu
 
-    before = [ProcessCpu(10, "main", 1.0), ProcessCpu(11, "worker", 2.0), ProcessCpu(12, "worker", 3.0)]
-    after = [ProcessCpu(10, "main", 1.01), ProcessCpu(11, "worker", 4.5), ProcessCpu(12, "worker", 3.0),
-             ProcessCpu(13, "kamailio", 0.2)]  # fmt: skip
-    assert experiments.cpu_deltas(before, after) == [
-        {"pid": 10, "role": "main", "cpu_s": 0.01},
-        {"pid": 11, "role": "worker", "cpu_s": 2.5},
-        {"pid": 12, "role": "worker", "cpu_s": 0.0},
-        {"pid": 13, "role": "kamailio", "cpu_s": 0.2},
+    before = [ProcessCpu(10, "main", 1.0, 5, 1), ProcessCpu(11, "worker", 2.0, 100, 40),
+              ProcessCpu(12, "worker", 3.0, 7, 0)]  # fmt: skip
+    after = [ProcessCpu(10, "main", 1.01, 6, 1), ProcessCpu(11, "worker", 4.5, 130, 70),
+             ProcessCpu(12, "worker", 3.0, 7, 0), ProcessCpu(13, "kamailio", 0.2, 9, 3)]  # fmt: skip
+    deltas = experiments.cpu_deltas(before, after)
+    assert deltas == [
+        {"pid": 10, "role": "main", "cpu_s": 0.01, "voluntary": 1, "involuntary": 0},
+        {"pid": 11, "role": "worker", "cpu_s": 2.5, "voluntary": 30, "involuntary": 30},
+        {"pid": 12, "role": "worker", "cpu_s": 0.0, "voluntary": 0, "involuntary": 0},
+        {"pid": 13, "role": "kamailio", "cpu_s": 0.2, "voluntary": 9, "involuntary": 3},
     ]
+    contacts = [SippStats(created=10, successful=10) for _ in range(3)]
+    batch = _batch([SippStats(created=10, successful=10)], [10], contacts)
+    batch.proxy_cpu_by_process = deltas
+    assert batch.switches_per_call == pytest.approx((4.0, 3.3))
+    assert batch.as_dict()["switches_per_call"] == [4.0, 3.3]
+
+
+def test_the_proxy_s_own_context_switches_are_read_from_proc():
+    from benchmarks.proxies import Proxy
+
+    proxy = Proxy("self", ["true"], 0, Path("."))
+    proxy.pids = lambda: [os.getpid()]  # type: ignore[method-assign]
+    first = proxy.cpu_by_process()[0]
+    time.sleep(0.01)  # waiting is a voluntary switch: what is measured here
+    second = proxy.cpu_by_process()[0]
+    assert second.voluntary > first.voluntary >= 1
 
 
 def test_command_line_callers_and_workers():
@@ -175,7 +195,8 @@ def _results() -> dict:
                 "git": "abc", "workers": 1,
                 "throughput_runs": [
                     {"label": "sipfork", "workers": 1, "callers": 4, "max_clean_rate": 200,
-                     "steps": [_step(200, 2.0), _step(400, 1.8, clean=False)]},
+                     "steps": [{**_step(200, 2.0), "switches_per_call": [3.9, 13.6]},
+                               _step(400, 1.8, clean=False)]},
                     {"label": "sipfork ×2", "workers": 2, "callers": 4, "max_clean_rate": 400,
                      "steps": [_step(200, 2.2, workers=(1.1, 1.0)), _step(400, 2.0, workers=(2.5, 1.4))]},
                 ],
@@ -190,6 +211,9 @@ def test_report_has_a_series_per_worker_count_with_ratios():
     assert "| 200 | sipfork | yes |" in md
     assert "| 200 | sipfork ×2 | yes |" in md
     assert "| 200 | kamailio | yes |" in md
+    # context switches per call, voluntary / involuntary; "–" for a step recorded without them
+    assert "| 2.000 | 2.00 | 1.00 | 3.9 / 13.6 | 0 / 0 | 7.0 |" in md
+    assert "| 400 | kamailio | yes | 2000/2000 | 0 | 0 | 0.800 | 1.60 | 1.00 | – | 0 / 0 | 7.0 |" in md
     assert "| 200 | **sipfork / kamailio** | | | | | 2.00× |" in md
     assert "| 200 | **sipfork ×2 / kamailio** | | | | | 2.20× |" in md
     assert "Highest clean rate, sipfork ×2: **400 calls/s**" in md
