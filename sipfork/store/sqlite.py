@@ -21,6 +21,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -106,6 +107,22 @@ def _binding(row: tuple) -> Binding:
     )
 
 
+def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting up to ``timeout`` seconds for
+    other processes doing the same: on a fresh file, two connections
+    switching at once deadlock, and SQLite fails one of them at once
+    ("database is locked") instead of calling the busy handler (workers
+    starting together on a fresh data_dir did, about one start in thirty)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 class SqliteStore:
     """``BindingStore`` and ``ChangeFeed`` on a SQLite file.
 
@@ -132,7 +149,7 @@ class SqliteStore:
         )
         connection = self._connection
         connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(connection, busy_timeout)
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"{self.path}: cannot use WAL journal (got {mode})")
         connection.execute("PRAGMA synchronous = FULL")

@@ -269,6 +269,37 @@ def test_sqlite_two_processes_share_the_file(tmp_path):
         assert reader.changes_since(changes.version).dropped == (("alice", "sip:one@h"),)
 
 
+def _open_when_all_are_ready(path: str, barrier, results) -> None:  # noqa: ANN001 - multiprocessing objects
+    barrier.wait()
+    try:
+        SqliteStore(path).close()
+        results.put("opened")
+    except sqlite3.Error as error:
+        results.put(repr(error))
+
+
+def test_sqlite_processes_opening_a_fresh_file_at_once_all_open_it(tmp_path):
+    # As workers do on a fresh data_dir: switching a new file to WAL from
+    # several processes at once made SQLite fail some of them at once with
+    # "database is locked" (7 of 120 openings here) before the switch waited.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        path = str(tmp_path / f"{round_}-{FILENAME}")
+        barrier, results = context.Barrier(4), context.Queue()
+        processes = [context.Process(target=_open_when_all_are_ready, args=(path, barrier, results))
+                     for _ in range(4)]
+        for process in processes:
+            process.start()
+        outcomes = [results.get(timeout=30) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+        assert outcomes == ["opened"] * 4, outcomes
+        with SqliteStore(path) as store:
+            assert store._db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_sqlite_prunes_tombstones_and_says_so(tmp_path):
     with SqliteStore(tmp_path / FILENAME, tombstone_limit=3) as store:
         start = store.version()
