@@ -321,19 +321,21 @@ class Server:
                 log.log(effect.level, "%s", effect.message)
 
     def send(self, effect: Send) -> None:
+        if self.core.interfaces.is_own_address(effect.host, effect.port):
+            # To one of our own addresses: a request whose target names this
+            # proxy (a spiral, RFC 3261 §16.3 step 4), or a response to one.
+            # Taken in here, on the next turn of the loop, as if it came from
+            # that address: through the public port, which the workers share
+            # for UDP and TCP alike, the kernel could hand it to another
+            # worker, which holds none of its transactions and would take
+            # the spiral for a stranger's call (407).
+            self.loop.call_soon(self.deliver, effect.data, (effect.host, effect.port), effect.transport)
+            return
         try:
             if effect.transport == "tcp":
                 self.tcp.send(effect.data, effect.host, effect.port, effect.alternate)
                 return
             own = not effect.data.startswith(b"SIP/")
-            port = effect.port
-            if own and self.udp_own and self.core.interfaces.is_own_address(effect.host, port):
-                # A request to ourselves (a forwarding target naming this
-                # proxy: a spiral) goes to this worker's own port: through
-                # the shared one the kernel may hand it to another worker,
-                # which holds no transaction of it and would take it for a
-                # stranger's call (407).
-                port = self.own_port(":" in effect.host, port)
             key = (":" in effect.host, own)
             protocol = self.senders.get(key)
             if protocol is None:
@@ -344,7 +346,7 @@ class Server:
             if protocol is None:
                 log.warning("no udp listener to reach %s:%d", effect.host, effect.port)
                 return
-            protocol.send(effect.data, effect.host, port)
+            protocol.send(effect.data, effect.host, effect.port)
         except OSError as error:
             log.info("send to %s:%d failed: %s", effect.host, effect.port, error)
 
@@ -358,13 +360,6 @@ class Server:
             if family_v6 == ipv6:
                 return protocol
         return None
-
-    def own_port(self, ipv6: bool, default: int) -> int:
-        """This worker's own UDP port for the family (``default`` without one)."""
-        protocol = self.udp_own.get(ipv6)
-        if protocol is None or protocol.transport is None:
-            return default
-        return protocol.transport.get_extra_info("sockname")[1]
 
     def arm_after_turn(self) -> None:
         """Arm the timer once the loop has handed us every datagram that was
