@@ -14,18 +14,17 @@ from attrs import field, frozen
 
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.grammar import (
-    DIGITS_RE,
     LWS,
-    PLAIN_PARAMS,
-    TOKEN_RE,
     Params,
     find_param,
     format_host,
     format_params,
+    is_digits,
+    is_hostname,
+    is_token,
     parse_params,
     split_hostport,
     split_outside,
-    split_plain_params,
 )
 from sipfork.sip.uri import NameAddr, parse_name_addr
 
@@ -37,14 +36,8 @@ _SENT_PROTOCOL_RE = re.compile(
     r"[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)"
     r"[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9.!%*_+`'~-]+)[ \t\r\n]+"
 )
-# The usual Via value: "SIP/2.0/" transport, one space, a host name or IPv4
-# address (the HOSTNAME_RE of grammar.py), an optional port, and parameters
-# that are tokens with plain values (no white space, quotes, <> or stray ";").
-# Everything else takes the general path.
-_PLAIN_VIA_RE = re.compile(
-    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?)(?::([0-9]{1,5}))?"
-    f"({PLAIN_PARAMS})"
-)
+# What a parameter value of the usual Via value does not hold (a ";" ends it).
+_NOT_PLAIN = frozenset(' \t\r\n"<>')
 _NO_VALUE = object()  # a parameter present without "=value"
 # CSeq = 1*DIGIT LWS Method (RFC 3261 §20.16), LWS being ASCII white space only.
 _CSEQ_RE = re.compile(r"[ \t\r\n]*(\S+?)[ \t\r\n]+(\S+?)[ \t\r\n]*")
@@ -88,7 +81,7 @@ class Via:
         setter(self, "branch", None if branch is _NO_VALUE else branch)
         setter(self, "received", None if received is _NO_VALUE else received)
         setter(self, "has_rport", has_rport)
-        setter(self, "rport", int(rport_text) if rport_text is not None and DIGITS_RE.fullmatch(rport_text) else None)
+        setter(self, "rport", int(rport_text) if rport_text is not None and is_digits(rport_text) else None)
 
     def param(self, name: str) -> str | None:
         return find_param(self.params, name)
@@ -132,15 +125,50 @@ def parse_via(text: str) -> Via:
 _VIAS: dict[str, Via] = {}
 
 
+def _plain_via_parts(text: str) -> tuple[str, str, int | None, Params] | None:
+    """The usual Via value, "SIP/2.0/" transport, one space, a host name or
+    IPv4 address, an optional port and parameters that are tokens with
+    plain values (no white space, quotes, <> or stray ";"), as (transport,
+    host, port, params); None for anything else, which takes the general
+    path. Every request brings a Via not seen before (its branch is new)."""
+    if not text.startswith("SIP/2.0/"):
+        return None
+    transport, space, rest = text[8:].partition(" ")
+    if not space or not transport.isascii() or not transport.isalpha():
+        return None
+    sent_by, semi, param_text = rest.partition(";")
+    host, colon, port_text = sent_by.partition(":")
+    if not is_hostname(host):
+        return None
+    port = None
+    if colon:
+        if len(port_text) > 5 or not is_digits(port_text):
+            return None
+        port = int(port_text)
+    if not semi:
+        return transport, host, port, ()
+    params: list[tuple[str, str | None]] = []
+    for part in param_text.split(";"):
+        name, eq, value = part.partition("=")
+        if not is_token(name):
+            return None
+        if not eq:
+            params.append((name, None))
+        elif value and _NOT_PLAIN.isdisjoint(value):
+            params.append((name, value))
+        else:
+            return None
+    return transport, host, port, tuple(params)
+
+
 def _parse_via(text: str) -> Via:
-    fast = _PLAIN_VIA_RE.fullmatch(text)
+    fast = _plain_via_parts(text)
     if fast is not None:
-        # The usual form ("SIP/2.0/UDP host:port;name=value;flag"): one
-        # regular expression does what the general path below checks.
-        transport, host, port_text, param_text = fast.groups()
-        port = int(port_text) if port_text is not None else None
+        # The usual form ("SIP/2.0/UDP host:port;name=value;flag"): what
+        # the general path below checks, in one pass.
+        transport, host, port, params = fast
         if port is None or port <= 65535:
-            return _plain_via(transport.upper(), host, port, split_plain_params(param_text), text)
+            return _plain_via(transport.upper(), host, port, params, text)
     match = _SENT_PROTOCOL_RE.match(text)
     if match is None:
         raise RemoteProtocolError(f"bad Via {text!r}")
@@ -175,7 +203,7 @@ def _plain_via(transport: str, host: str, port: int | None, params: Params, text
             if not seen_received:
                 seen_received, received = True, value
         elif lowered == "rport":
-            if value is not None and (DIGITS_RE.fullmatch(value) is None or int(value) > 65535):
+            if value is not None and (not is_digits(value) or int(value) > 65535):
                 raise RemoteProtocolError(f"bad rport in Via {text!r}")
             if not has_rport:
                 has_rport, rport_text = True, value
@@ -195,7 +223,7 @@ def _plain_via(transport: str, host: str, port: int | None, params: Params, text
 def _check_via_params(params: Params, text: str) -> None:
     for key, value in params:
         lowered = key.lower()
-        if lowered == "rport" and value is not None and (DIGITS_RE.fullmatch(value) is None or int(value) > 65535):
+        if lowered == "rport" and value is not None and (not is_digits(value) or int(value) > 65535):
             raise RemoteProtocolError(f"bad rport in Via {text!r}")
         if lowered in ("branch", "received") and not value:
             raise RemoteProtocolError(f"empty {key} in Via {text!r}")
@@ -257,9 +285,9 @@ def _parse_cseq(text: str) -> CSeq:
     if match is None:
         raise RemoteProtocolError(f"bad CSeq {text!r}")
     number, method = match.groups()
-    if DIGITS_RE.fullmatch(number) is None or int(number) >= 2**31:
+    if not is_digits(number) or int(number) >= 2**31:
         raise RemoteProtocolError(f"bad CSeq number {text!r}")
-    if TOKEN_RE.fullmatch(method) is None:
+    if not is_token(method):
         raise RemoteProtocolError(f"bad CSeq method {text!r}")
     return CSeq(number=int(number), method=method)
 

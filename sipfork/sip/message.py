@@ -21,10 +21,10 @@ from collections.abc import Sequence
 
 from sipfork.sip.errors import RemoteProtocolError
 from sipfork.sip.grammar import (
-    DIGITS_RE,
     NON_LIST_HEADERS,
-    TOKEN_RE,
     header_key,
+    is_digits,
+    is_token,
     split_commas,
     unfold,
 )
@@ -193,7 +193,7 @@ class Message:
             text = self.header("max-forwards")
             if text is None:
                 return None
-            if DIGITS_RE.fullmatch(text) is None:
+            if not is_digits(text):
                 raise RemoteProtocolError(f"bad Max-Forwards {text!r}")
             self._max_forwards = int(text)
         return self._max_forwards
@@ -408,7 +408,7 @@ def parse_message(data: bytes) -> Request | Response:
         return message
 
     # Request-Line = Method SP Request-URI SP SIP-Version
-    if TOKEN_RE.fullmatch(first) is None or not second or " " in third:
+    if not is_token(first) or not second or " " in third:
         raise RemoteProtocolError("bad request line")
     uri_start = pos + (len(first) if first.isascii() else len(first.encode("utf-8", "surrogateescape"))) + 1
     uri_end = uri_start + (len(second) if second.isascii() else len(second.encode("utf-8", "surrogateescape")))
@@ -422,7 +422,7 @@ def parse_message(data: bytes) -> Request | Response:
         if not _is_sip_2_0(third):
             raise RemoteProtocolError(f"unsupported version {third!r}", status=505)
         scheme, colon, _ = second.partition(":")
-        if not colon or TOKEN_RE.fullmatch(scheme) is None:
+        if not colon or not is_token(scheme):
             raise RemoteProtocolError(f"bad Request-URI {second!r}")
         if scheme.lower() not in SUPPORTED_SCHEMES:
             raise RemoteProtocolError(f"unsupported URI scheme {scheme!r}", status=416)
@@ -453,7 +453,7 @@ def _check_headers(message: Message, data: bytes) -> None:
     if found is not None:
         item = found[0]
         length = message.field_text(item) if item[5] else data[item[2] : item[3]].decode("utf-8", "surrogateescape")
-        if DIGITS_RE.fullmatch(length) is None:
+        if not is_digits(length):
             raise RemoteProtocolError(f"bad Content-Length {length!r}")
         body_end = message.body_start + int(length)
         if body_end > len(data):

@@ -47,7 +47,7 @@ _TEL_NUMBER_RE = re.compile(r"\+?[0-9A-Fa-f*#().\-pPwW]+")
 
 _LWS_RE = re.compile(r"[ \t\r\n]+")
 # The usual sip: URI: no password, nothing escaped, no headers; a host name or
-# IPv4 address (HOSTNAME_RE), an optional port, plain parameters.
+# IPv4 address (what grammar.is_hostname takes), an optional port, plain parameters.
 _PLAIN_SIP_URI_RE = re.compile(
     r"(sips?):(?:([A-Za-z0-9_.!~*'()&=+$,;?/-]+)@)?([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?)"
     r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9_.!~*'()\[\]/:&+$-]+(?:=[A-Za-z0-9_.!~*'()\[\]/:&+$-]+)?)*)"
