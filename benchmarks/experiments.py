@@ -257,12 +257,13 @@ def cpu_deltas(before: list[ProcessCpu], after: list[ProcessCpu]) -> list[dict]:
     zero; one that ended is lost, as in the total)."""
     start = {p.pid: p for p in before}
     zero = ProcessCpu(0, "", 0.0)
-    return [
-        {"pid": p.pid, "role": p.role, "cpu_s": round(p.cpu_s - start.get(p.pid, zero).cpu_s, 3),
-         "voluntary": p.voluntary - start.get(p.pid, zero).voluntary,
-         "involuntary": p.involuntary - start.get(p.pid, zero).involuntary}
-        for p in after
-    ]
+    deltas = []
+    for p in after:
+        first = start.get(p.pid, zero)
+        deltas.append({"pid": p.pid, "role": p.role, "cpu_s": round(p.cpu_s - first.cpu_s, 3),
+                       "voluntary": p.voluntary - first.voluntary,
+                       "involuntary": p.involuntary - first.involuntary})
+    return deltas
 
 
 # --- fork latency ----------------------------------------------------------
