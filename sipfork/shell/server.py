@@ -29,6 +29,9 @@ from sipfork.store.sqlite import FILENAME, SqliteStore
 log = logging.getLogger("sipfork")
 TIMER_TICK = 0.01  # seconds: timers are handled on these ticks (see Server.arm)
 GC_THRESHOLD = 50_000  # allocations before a young collection (CPython's default: 700)
+# How long the core's informational lines (a line per call, per
+# registration) may wait to be written together (see Server.log_later).
+LOG_DELAY = 0.25
 
 
 def settle_memory() -> None:
@@ -144,6 +147,8 @@ class Server:
         self.last_message = 0.0  # when the last message came (see sweep)
         self.sweeper: asyncio.TimerHandle | None = None
         self.pending: list[Effect] = []  # effects waiting for the group commit at the end of this loop turn
+        self.logs: list[Log] = []  # informational lines waiting for write_logs
+        self.log_writer: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -182,12 +187,14 @@ class Server:
         self.arm()
 
     def stop(self) -> None:
+        self.write_logs()
         log.info("stopping")
         self.stopped.set()
 
     async def close(self) -> None:
         if self.pending:
             self.commit()
+        self.write_logs()
         if self.timer is not None:
             self.timer.cancel()
         if self.sweeper is not None:
@@ -250,6 +257,7 @@ class Server:
             self.flush(settle=False)
             self.core.settle()
         except Exception:  # noqa: BLE001 — nothing may end the receive loop
+            self.write_logs()
             log.exception("internal error handling a message from %s:%d; message dropped", *source)
         self.flush()
         self.arm_after_turn()
@@ -271,6 +279,7 @@ class Server:
         try:
             self.core.handle_timer(self.now())
         except Exception:  # noqa: BLE001 — a bug in one transaction must not stop the others
+            self.write_logs()
             log.exception("internal error in a timer")
         self.flush()
         self.arm()
@@ -305,6 +314,7 @@ class Server:
             # 200 and takes its location table back to what the store has.
             # The loop goes on; the next REGISTER tries the store again.
             self.carry_out(self.core.store_failed(effects))
+            self.write_logs()
             users = sorted({change.user if isinstance(change, Binding) else change[0] for change in changes})
             # After the REGISTERs' own lines, which say what they asked for.
             log.error("could not store the bindings of %s (%s): their REGISTERs are answered 500",
@@ -318,7 +328,31 @@ class Server:
             if isinstance(effect, Send):
                 self.send(effect)
             elif isinstance(effect, Log):
-                log.log(effect.level, "%s", effect.message)
+                self.log_later(effect)
+
+    def log_later(self, effect: Log) -> None:
+        """Write an informational line within LOG_DELAY, together with the
+        others that came meanwhile; a warning or error at once, after them.
+        Writing a record costs ~8 µs when the logging code is in the CPU's
+        caches and ~160 µs when it is not, as it never is for a call's one
+        line at a few calls a second: written in batches, the call lines
+        cost 3-8% less CPU per call at 100-200 calls/s (benchmarks/README.md).
+        A line's timestamp is when it is written, up to LOG_DELAY late."""
+        if effect.level >= logging.WARNING:
+            self.write_logs()
+            log.log(effect.level, "%s", effect.message)
+        elif log.isEnabledFor(effect.level):
+            self.logs.append(effect)
+            if self.log_writer is None:
+                self.log_writer = self.loop.call_later(LOG_DELAY, self.write_logs)
+
+    def write_logs(self) -> None:
+        if self.log_writer is not None:
+            self.log_writer.cancel()
+            self.log_writer = None
+        logs, self.logs = self.logs, []
+        for effect in logs:
+            log.log(effect.level, "%s", effect.message)
 
     def send(self, effect: Send) -> None:
         if self.core.interfaces.is_own_address(effect.host, effect.port):
