@@ -366,6 +366,30 @@ def test_in_dialog_bye_follows_the_route_to_the_contact() -> None:
     assert [r.status for r in to(CALLER[1], sends(core))] == [200]  # type: ignore[union-attr]
 
 
+def test_an_ack_for_a_2xx_is_forwarded_statelessly_with_a_branch_made_from_its_own() -> None:
+    core = make_core(binding("alice", 6001))
+
+    def ack(branch: str) -> bytes:
+        return (
+            "ACK sip:alice@127.0.0.1:6001 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch={branch};rport\r\n"
+            "Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>\r\n"
+            "From: <sip:+4930123@pbx.local>;tag=caller-tag\r\nTo: <sip:alice@pbx.local>;tag=a1\r\n"
+            "Call-ID: call-1@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    branches = []
+    for at, branch in enumerate(("z9hG4bKack1", "z9hG4bKack1", "z9hG4bKack2")):
+        core.receive(ack(branch), CALLER, "udp", NOW + at)
+        (forwarded,) = to(6001, sends(core))
+        assert forwarded.method == "ACK"  # type: ignore[union-attr]
+        assert [via.branch for via in forwarded.vias[1:]] == [branch]
+        branches.append(forwarded.vias[0].branch)
+    # RFC 3261 §16.11: the same ACK again leaves with the same branch, another with another.
+    assert branches[0] == branches[1] != branches[2]
+    assert all(b is not None and b.startswith("z9hG4bK") and len(b) == 23 for b in branches)
+
+
 GATEWAY_CONFIG = CONFIG.replace('inbound_from = ["127.0.0.9"]', '''username = "pbx"
 password = "trunk-secret"
 inbound_from = ["127.0.0.9"]''') + """
