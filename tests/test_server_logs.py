@@ -9,44 +9,18 @@ lines reach pytest's caplog through the "sipfork" logger.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from sipfork.config import parse_config
 from sipfork.shell import server as server_module
 from sipfork.shell.server import Server
 from tests.core.test_registrar import authorization
-from tests.e2e.phones import free_port
-from tests.test_server_store import CONFIG, UdpPhone
+from tests.test_server_store import UdpPhone, run_server
 
 REGISTERED = "REGISTER alice:"
 BAD = "bad request from 127.0.0.1"
-
-
-def run(tmp_path: Path, scenario: Callable[[Server, UdpPhone], Awaitable[None]]) -> None:
-    port = free_port(tcp=False)
-    config = parse_config(CONFIG.format(port=port, data_dir=tmp_path), path=tmp_path / "proxy.toml")
-    threshold = gc.get_threshold()  # the server tunes the collector for the whole process
-
-    async def main() -> None:
-        server = Server(config)
-        await server.start()
-        phone = UdpPhone(port)
-        try:
-            await scenario(server, phone)
-        finally:
-            phone.socket.close()
-            await server.close()
-
-    try:
-        asyncio.run(main())
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
 
 
 async def register(phone: UdpPhone) -> None:
@@ -73,7 +47,7 @@ def test_an_informational_line_is_written_without_further_traffic(
             await asyncio.sleep(0.01)
         raise AssertionError(f"no REGISTER line in {messages(caplog)}")
 
-    run(tmp_path, scenario)
+    run_server(tmp_path, scenario)
 
 
 def test_a_warning_is_written_at_once_after_the_lines_before_it(
@@ -91,7 +65,7 @@ def test_a_warning_is_written_at_once_after_the_lines_before_it(
         lines = [line for line in messages(caplog) if line.startswith((REGISTERED, BAD))]
         assert [line.startswith(REGISTERED) for line in lines] == [True, False], lines
 
-    run(tmp_path, scenario)
+    run_server(tmp_path, scenario)
 
 
 def test_lines_still_waiting_are_written_when_the_server_closes(
@@ -104,7 +78,7 @@ def test_lines_still_waiting_are_written_when_the_server_closes(
         await register(phone)
         assert not any(line.startswith(REGISTERED) for line in messages(caplog))
 
-    run(tmp_path, scenario)
+    run_server(tmp_path, scenario)
     assert any(line.startswith(REGISTERED) for line in messages(caplog))
 
 
@@ -115,5 +89,5 @@ def test_lines_of_a_level_turned_off_are_not_kept(tmp_path: Path, caplog: pytest
         await register(phone)
         assert server.logs == []
 
-    run(tmp_path, scenario)
+    run_server(tmp_path, scenario)
     assert not any(line.startswith(REGISTERED) for line in messages(caplog))

@@ -13,7 +13,7 @@ import gc
 import logging
 import socket
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -87,12 +87,11 @@ async def scenario(server: Server, phone: UdpPhone, monkeypatch: pytest.MonkeyPa
     assert [b.contact for b in server.core.location.bindings("alice")] == [contact]
 
 
-def test_a_register_the_store_could_not_write_gets_500_then_200_once_it_can(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def run_server(tmp_path: Path, scenario: Callable[[Server, UdpPhone], Awaitable[None]]) -> None:
+    """Start a server on a free port with CONFIG, play ``scenario`` against
+    it with a phone, close it, and put the collector back as it was."""
     port = free_port(tcp=False)
     config = parse_config(CONFIG.format(port=port, data_dir=tmp_path), path=tmp_path / "proxy.toml")
-    caplog.set_level(logging.INFO, logger="sipfork")
     threshold = gc.get_threshold()  # the server tunes the collector for the whole process
 
     async def main() -> None:
@@ -100,7 +99,7 @@ def test_a_register_the_store_could_not_write_gets_500_then_200_once_it_can(
         await server.start()
         phone = UdpPhone(port)
         try:
-            await scenario(server, phone, monkeypatch)
+            await scenario(server, phone)
         finally:
             phone.socket.close()
             await server.close()
@@ -110,6 +109,13 @@ def test_a_register_the_store_could_not_write_gets_500_then_200_once_it_can(
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_a_register_the_store_could_not_write_gets_500_then_200_once_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sipfork")
+    run_server(tmp_path, lambda server, phone: scenario(server, phone, monkeypatch))
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors  # once, though the REGISTER came twice
     assert "alice" in errors[0] and "disk I/O error" in errors[0]
