@@ -232,8 +232,7 @@ class Server:
 
     def sync(self) -> None:
         """Take in the bindings other workers stored since we last looked."""
-        version = self.store.version()
-        if version == self.version:
+        if not self.store.may_have_changed(self.version):
             return
         changes = self.store.changes_since(self.version)
         if not changes.complete:

@@ -70,9 +70,15 @@ class ChangeFeed(Protocol):
     """Optional: a store that can tell another process what changed.
 
     A worker remembers ``version()`` after ``load()`` and polls
-    ``changes_since`` to pick up bindings other workers wrote.
+    ``changes_since`` to pick up bindings other workers wrote, when
+    ``may_have_changed`` says there may be some.
     """
 
     def version(self) -> int: ...
+
+    def may_have_changed(self, version: int) -> bool:
+        """A cheap test before ``changes_since``: False only when nothing
+        was written after ``version``."""
+        ...
 
     def changes_since(self, version: int) -> Changes: ...

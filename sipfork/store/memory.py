@@ -56,6 +56,10 @@ class MemoryStore:
     def version(self) -> int:
         return self._version
 
+    def may_have_changed(self, version: int) -> bool:
+        self._check_open()
+        return version != self._version
+
     def changes_since(self, version: int) -> Changes:
         latest: dict[tuple[str, str], Binding | None] = {}
         for logged_version, change in self._log:

@@ -13,12 +13,25 @@ the write that last touched it; a drop leaves a tombstone row with its
 version, so another process can ask ``changes_since(v)`` instead of reloading
 everything. Tombstones beyond the newest ``tombstone_limit`` are pruned; a
 reader that fell further behind gets ``complete=False`` and reloads.
+
+Whether to ask at all: a worker asks before every request it routes, and a
+read transaction costs ~4 µs when SQLite is in the CPU's caches and ~90 µs
+when it is not, as it rarely is between a call's requests. So every write
+also puts the version it took into ``<file>-version``, an 8-byte word all
+processes map (``may_have_changed`` reads it: no system call). The word is
+written inside the write transaction, whose lock orders the writers, so it
+never goes down and is never below the committed version; a reader at a
+committed version equal to the word has missed nothing. A write rolled back
+leaves the word ahead of the file until the next write: readers ask in vain
+meanwhile, which costs time, not correctness.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -163,6 +176,7 @@ class SqliteStore:
                 if statement.strip():
                     cursor.execute(statement)
             cursor.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._latest = _map_word(self.path.with_name(self.path.name + "-version"))
 
     # -- BindingStore ---------------------------------------------------
 
@@ -215,6 +229,7 @@ class SqliteStore:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+                self._latest.close()
 
     # -- ChangeFeed -----------------------------------------------------
 
@@ -224,6 +239,12 @@ class SqliteStore:
         which is harmless (saves replace, drops remove)."""
         with self._lock:
             return self._meta(self._db().cursor(), "version")
+
+    def may_have_changed(self, version: int) -> bool:
+        """False when no write took a version after ``version`` (one this
+        store's ``changes_since`` returned): then there is nothing to ask."""
+        self._db()  # refuses when closed
+        return _WORD.unpack_from(self._latest)[0] != version
 
     def changes_since(self, version: int) -> Changes:
         with self._lock:
@@ -262,8 +283,7 @@ class SqliteStore:
     def _meta(cursor: sqlite3.Cursor, key: str) -> int:
         return int(cursor.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
-    @staticmethod
-    def _take_versions(cursor: sqlite3.Cursor, count: int) -> int:
+    def _take_versions(self, cursor: sqlite3.Cursor, count: int) -> int:
         """Reserve ``count`` versions (unused ones are gaps, which readers
         do not mind); the first of them."""
         last = int(
@@ -271,6 +291,7 @@ class SqliteStore:
                 "UPDATE meta SET value = value + ? WHERE key = 'version' RETURNING value", (count,)
             ).fetchone()[0]
         )
+        _WORD.pack_into(self._latest, 0, last)  # under the write lock: see the module's doc
         return last - count + 1
 
     def _prune_tombstones(self, cursor: sqlite3.Cursor) -> None:
@@ -287,6 +308,20 @@ class SqliteStore:
         cursor.execute(
             "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned'", (horizon,)
         )
+
+
+_WORD = struct.Struct("=q")
+
+
+def _map_word(path: Path) -> mmap.mmap:
+    """The shared word of the latest version taken, created as 0 if missing."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_size < _WORD.size:
+            os.ftruncate(fd, _WORD.size)
+        return mmap.mmap(fd, _WORD.size)
+    finally:
+        os.close(fd)
 
 
 class _WriteTransaction:

@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipfork.bindings import Binding
 from sipfork.store.base import BindingStore, ChangeFeed
@@ -98,6 +100,16 @@ def test_change_feed(store):
     assert [b.contact for b in later.saved] == ["sip:c@h"]
     assert later.dropped == (("alice", "sip:a@h"),)
     assert store.changes_since(store.version()).saved == ()
+
+
+def test_may_have_changed_says_whether_to_ask_for_changes(store):
+    seen = store.version()
+    assert not store.may_have_changed(seen)
+    store.save(binding(contact="sip:a@h"))
+    assert store.may_have_changed(seen)
+    assert not store.may_have_changed(store.changes_since(seen).version)
+    store.drop("alice", "sip:absent@h")  # nothing written, no new version
+    assert not store.may_have_changed(store.version())
 
 
 def test_write_applies_several_changes_in_order(store):
@@ -269,6 +281,64 @@ def test_sqlite_two_processes_share_the_file(tmp_path):
         assert reader.changes_since(changes.version).dropped == (("alice", "sip:one@h"),)
 
 
+def test_sqlite_may_have_changed_sees_another_stores_writes(tmp_path):
+    # What a worker asks before each request: the word both stores map.
+    path = tmp_path / FILENAME
+    with SqliteStore(path) as writer, SqliteStore(path) as reader:
+        seen = reader.version()
+        assert not reader.may_have_changed(seen)
+        writer.write([binding(contact="sip:one@h"), binding(contact="sip:two@h")])
+        assert reader.may_have_changed(seen)
+        seen = reader.changes_since(seen).version
+        assert not reader.may_have_changed(seen)
+    with SqliteStore(path) as reopened:  # the word outlives the processes, as the file does
+        assert not reopened.may_have_changed(reopened.version())
+
+
+def test_sqlite_a_write_rolled_back_makes_readers_ask_until_the_next_one(tmp_path):
+    path = tmp_path / FILENAME
+    with SqliteStore(path) as writer, SqliteStore(path) as reader:
+        seen = reader.version()
+        _fail_commits(writer, 1)
+        with pytest.raises(sqlite3.IntegrityError):
+            writer.save(binding(contact="sip:lost@h"))
+        assert reader.may_have_changed(seen)  # asks in vain...
+        assert reader.changes_since(seen).version == seen
+        later = binding(contact="sip:later@h")
+        writer.save(later)  # ...and the next write, taking the same version again, is not missed
+        assert reader.may_have_changed(seen)
+        assert reader.changes_since(seen).saved == (later,)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from("abc"), st.booleans()), max_size=25))
+def test_sqlite_a_reader_that_asks_only_when_told_misses_nothing(tmp_path_factory, steps):
+    # Two writers and a reader on one file, as three workers: the reader
+    # follows the server's sync (may_have_changed, then changes_since) at
+    # steps of its own; whenever it is told nothing changed, its view is the
+    # store's. Step: (0 or 1: that writer saves or drops contact; 2: sync).
+    path = tmp_path_factory.mktemp("feed") / FILENAME
+    with SqliteStore(path) as first, SqliteStore(path) as second, SqliteStore(path) as reader:
+        seen = reader.version()
+        view = {(b.user, b.contact): b for b in reader.load()}
+        for who, contact, save in [*steps, (2, "a", True)]:
+            if who < 2:
+                writer = (first, second)[who]
+                if save:
+                    writer.save(binding(contact=f"sip:{contact}@h"))
+                else:
+                    writer.drop("alice", f"sip:{contact}@h")
+                continue
+            if reader.may_have_changed(seen):
+                changes = reader.changes_since(seen)
+                for user, dropped in changes.dropped:
+                    view.pop((user, dropped), None)
+                view.update({(b.user, b.contact): b for b in changes.saved})
+                seen = changes.version
+            assert not reader.may_have_changed(seen)
+            assert sorted(view) == sorted((b.user, b.contact) for b in reader.load())
+
+
 def _open_when_all_are_ready(path: str, barrier, results) -> None:  # noqa: ANN001 - multiprocessing objects
     barrier.wait()
     try:
@@ -320,6 +390,8 @@ def test_sqlite_closed_store_refuses(tmp_path):
     store.close()  # twice is fine
     with pytest.raises(Exception):
         store.save(binding())
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.may_have_changed(0)
 
 
 _CHILD = textwrap.dedent(
