@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--only", type=_names(runner.PARTS), help="comma-separated parts to run (instead of all)")
     run.add_argument("--rates", type=_floats, help="throughput steps in calls/s (default 100,200,400,800,1200,1600,...,4000)")
     run.add_argument("--step-seconds", type=float, help="length of one throughput step (default 20, quick 5)")
-    run.add_argument("--latency-runs", type=int, help="latency runs per proxy (default 3, quick 1)")
+    run.add_argument("--latency-runs", type=int, help="latency runs per proxy (default 5, quick 1)")
     run.add_argument("--latency-calls", type=int, help="calls per latency run (default 200, quick 100)")
     run.add_argument("--latency-rate", type=float, help="calls/s in the latency runs (default 10)")
     run.add_argument("--callers", type=_callers, help=f"SIPp callers sharing the offered rate of a throughput step, each from its own port (default {runner.DEFAULT_CALLERS}; --smoke: {runner.SMOKE_CALLERS})")

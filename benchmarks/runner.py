@@ -40,7 +40,7 @@ class Options:
     parts: list[str] = field(default_factory=lambda: list(PARTS))
     rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
     step_s: float = 20.0
-    latency_runs: int = 3
+    latency_runs: int = 5
     latency_calls: int = 200
     latency_rate: float = 10.0
     latency_callers: int = 1
