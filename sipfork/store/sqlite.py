@@ -176,7 +176,12 @@ class SqliteStore:
                 if statement.strip():
                     cursor.execute(statement)
             cursor.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self._latest = _map_word(self.path.with_name(self.path.name + "-version"))
+            # A word behind the file (a data_dir from before the word, or the
+            # word's file removed) is brought up to it, under the write lock.
+            self._latest = _map_word(self.path.with_name(self.path.name + "-version"))
+            current = self._meta(cursor, "version")
+            if _WORD.unpack_from(self._latest)[0] < current:
+                _WORD.pack_into(self._latest, 0, current)
 
     # -- BindingStore ---------------------------------------------------
 

@@ -295,6 +295,17 @@ def test_sqlite_may_have_changed_sees_another_stores_writes(tmp_path):
         assert not reopened.may_have_changed(reopened.version())
 
 
+def test_sqlite_a_missing_word_is_brought_up_to_the_file(tmp_path):
+    # A data_dir from before the word: workers would ask SQLite on every
+    # request until the next registration.
+    path = tmp_path / FILENAME
+    with SqliteStore(path) as store:
+        store.save(binding())
+    path.with_name(path.name + "-version").unlink()
+    with SqliteStore(path) as reopened:
+        assert not reopened.may_have_changed(reopened.version())
+
+
 def test_sqlite_a_write_rolled_back_makes_readers_ask_until_the_next_one(tmp_path):
     path = tmp_path / FILENAME
     with SqliteStore(path) as writer, SqliteStore(path) as reader:
