@@ -178,10 +178,10 @@ class SqliteStore:
             cursor.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             # A word behind the file (a data_dir from before the word, or the
             # word's file removed) is brought up to it, under the write lock.
-            self._latest = _map_word(self.path.with_name(self.path.name + "-version"))
+            self._word = _map_word(self.path.with_name(self.path.name + "-version"))
             current = self._meta(cursor, "version")
-            if _WORD.unpack_from(self._latest)[0] < current:
-                _WORD.pack_into(self._latest, 0, current)
+            if _WORD.unpack_from(self._word)[0] < current:
+                _WORD.pack_into(self._word, 0, current)
 
     # -- BindingStore ---------------------------------------------------
 
@@ -234,7 +234,7 @@ class SqliteStore:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
-                self._latest.close()
+                self._word.close()
 
     # -- ChangeFeed -----------------------------------------------------
 
@@ -249,7 +249,7 @@ class SqliteStore:
         """False when no write took a version after ``version`` (one this
         store's ``changes_since`` returned): then there is nothing to ask."""
         self._db()  # refuses when closed
-        return _WORD.unpack_from(self._latest)[0] != version
+        return _WORD.unpack_from(self._word)[0] != version
 
     def changes_since(self, version: int) -> Changes:
         with self._lock:
@@ -296,7 +296,7 @@ class SqliteStore:
                 "UPDATE meta SET value = value + ? WHERE key = 'version' RETURNING value", (count,)
             ).fetchone()[0]
         )
-        _WORD.pack_into(self._latest, 0, last)  # under the write lock: see the module's doc
+        _WORD.pack_into(self._word, 0, last)  # under the write lock: see the module's doc
         return last - count + 1
 
     def _prune_tombstones(self, cursor: sqlite3.Cursor) -> None:
